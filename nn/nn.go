@@ -1,0 +1,170 @@
+// Package nn holds the few graph building blocks a torchvision CNN needs,
+// written for GoMLX's pure-Go backend: convolution as im2col + one matmul (the
+// backend's native convolution is ~20× slower), batch norm in inference mode
+// (frozen layers must not learn scale/offset), max pooling as a max over
+// strided slices, and a Linear layer. Tensors are NHWC inside the graph;
+// weights are in "matmul layout" (see ConvWeightFromTorch).
+package nn
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // the graph DSL reads best unqualified
+)
+
+// Conv2D computes a 2-D convolution of x [N,H,W,C] with w [KH,KW,C,O]
+// (stride and zero padding equal on both spatial axes), returning [N,Ho,Wo,O].
+//
+// Taps whose every input row or column falls in the padding are skipped: at
+// 28×28 inputs ResNet's layer4 runs on 1×1 maps, where a padded 3×3 conv only
+// ever multiplies its centre tap. Skipping them is exact.
+func Conv2D(x, w *Node, stride, padding int) *Node {
+	xd, wd := x.Shape().Dimensions, w.Shape().Dimensions
+	if len(xd) != 4 || len(wd) != 4 || xd[3] != wd[2] {
+		panic(fmt.Sprintf("nn.Conv2D: input %v and weight %v do not fit (want [N,H,W,C] and [KH,KW,C,O])", xd, wd))
+	}
+	n, h, wi, c := xd[0], xd[1], xd[2], xd[3]
+	kh, kw, o := wd[0], wd[1], wd[3]
+	ho := (h+2*padding-kh)/stride + 1
+	wo := (wi+2*padding-kw)/stride + 1
+	if ho <= 0 || wo <= 0 {
+		panic(fmt.Sprintf("nn.Conv2D: input %dx%d is too small for a %dx%d kernel with stride %d and padding %d", h, wi, kh, kw, stride, padding))
+	}
+	rows := liveTaps(kh, h, ho, stride, padding)
+	cols := liveTaps(kw, wi, wo, stride, padding)
+	x = padHW(x, padding, ScalarZero(x.Graph(), x.DType()))
+	var patches, weights []*Node
+	for _, i := range rows {
+		for _, j := range cols {
+			patches = append(patches, Slice(x, AxisRange(),
+				AxisRange(i, i+stride*(ho-1)+1).Stride(stride),
+				AxisRange(j, j+stride*(wo-1)+1).Stride(stride),
+				AxisRange()))
+			weights = append(weights, Slice(w, AxisElem(i), AxisElem(j), AxisRange(), AxisRange()))
+		}
+	}
+	var cols2d, w2d *Node
+	if len(patches) == 1 {
+		cols2d, w2d = patches[0], weights[0]
+	} else {
+		cols2d = Concatenate(patches, 3)
+		w2d = Concatenate(weights, 2)
+	}
+	k := len(patches) * c
+	y := MatMul(Reshape(cols2d, n*ho*wo, k), Reshape(w2d, k, o))
+	return Reshape(y, n, ho, wo, o)
+}
+
+// padHW pads the two spatial axes of x [N,H,W,C] with fill.
+func padHW(x *Node, padding int, fill *Node) *Node {
+	if padding == 0 {
+		return x
+	}
+	p := compute.PadAxis{Start: padding, End: padding}
+	return Pad(x, fill, compute.PadAxis{}, p, p, compute.PadAxis{})
+}
+
+// liveTaps lists the kernel offsets (along one axis) that read at least one
+// real, non-padding input position.
+func liveTaps(k, in, out, stride, padding int) []int {
+	var live []int
+	for t := 0; t < k; t++ {
+		for p := 0; p < out; p++ {
+			if pos := t + stride*p - padding; pos >= 0 && pos < in {
+				live = append(live, t)
+				break
+			}
+		}
+	}
+	return live
+}
+
+// BatchNormInference normalizes x [..., C] with frozen running statistics, as
+// torch.nn.BatchNorm2d does in eval mode: (x-mean)/sqrt(var+eps)*gamma+beta.
+// Folding the statistics into one scale and shift keeps it to two cheap ops.
+func BatchNormInference(x, gamma, beta, mean, variance *Node, eps float64) *Node {
+	scale := Mul(gamma, Rsqrt(AddScalar(variance, eps)))
+	shift := Sub(beta, Mul(mean, scale))
+	rank := x.Rank()
+	return Add(Mul(x, ExpandLeftToRank(scale, rank)), ExpandLeftToRank(shift, rank))
+}
+
+// ReLU is max(x, 0).
+func ReLU(x *Node) *Node { return Max(x, ZerosLike(x)) }
+
+// MaxPool2D takes the max over k×k windows of x [N,H,W,C] with the given
+// stride and -inf padding, as torch.nn.MaxPool2d does.
+func MaxPool2D(x *Node, k, stride, padding int) *Node {
+	d := x.Shape().Dimensions
+	ho := (d[1]+2*padding-k)/stride + 1
+	wo := (d[2]+2*padding-k)/stride + 1
+	x = padHW(x, padding, Infinity(x.Graph(), x.DType(), -1))
+	var out *Node
+	for i := 0; i < k; i++ {
+		for j := 0; j < k; j++ {
+			s := Slice(x, AxisRange(),
+				AxisRange(i, i+stride*(ho-1)+1).Stride(stride),
+				AxisRange(j, j+stride*(wo-1)+1).Stride(stride),
+				AxisRange())
+			if out == nil {
+				out = s
+			} else {
+				out = Max(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// Linear computes x [N,I] · w [I,O] + b [O]; b may be nil.
+func Linear(x, w, b *Node) *Node {
+	y := MatMul(x, w)
+	if b != nil {
+		y = Add(y, ExpandLeftToRank(b, 2))
+	}
+	return y
+}
+
+// ConvWeightFromTorch reorders a conv weight from PyTorch's [O,C,KH,KW] to the
+// [KH,KW,C,O] matmul layout Conv2D wants. Done once at load time, not per step.
+func ConvWeightFromTorch(src []float32, o, c, kh, kw int) []float32 {
+	dst := make([]float32, len(src))
+	for oi := 0; oi < o; oi++ {
+		for ci := 0; ci < c; ci++ {
+			for i := 0; i < kh; i++ {
+				for j := 0; j < kw; j++ {
+					dst[((i*kw+j)*c+ci)*o+oi] = src[((oi*c+ci)*kh+i)*kw+j]
+				}
+			}
+		}
+	}
+	return dst
+}
+
+// ConvWeightToTorch is the inverse of ConvWeightFromTorch.
+func ConvWeightToTorch(src []float32, o, c, kh, kw int) []float32 {
+	dst := make([]float32, len(src))
+	for oi := 0; oi < o; oi++ {
+		for ci := 0; ci < c; ci++ {
+			for i := 0; i < kh; i++ {
+				for j := 0; j < kw; j++ {
+					dst[((oi*c+ci)*kh+i)*kw+j] = src[((i*kw+j)*c+ci)*o+oi]
+				}
+			}
+		}
+	}
+	return dst
+}
+
+// TransposeMatrix turns a row-major [r,c] matrix into [c,r]; Linear weights
+// are [out,in] in PyTorch and [in,out] here.
+func TransposeMatrix(src []float32, r, c int) []float32 {
+	dst := make([]float32, len(src))
+	for i := 0; i < r; i++ {
+		for j := 0; j < c; j++ {
+			dst[j*r+i] = src[i*c+j]
+		}
+	}
+	return dst
+}

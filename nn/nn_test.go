@@ -1,0 +1,100 @@
+package nn
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"lorafit/backend"
+)
+
+func randTensor(rng *rand.Rand, dims ...int) *tensors.Tensor {
+	n := 1
+	for _, d := range dims {
+		n *= d
+	}
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return tensors.FromFlatDataAndDimensions(v, dims...)
+}
+
+// TestConv2DMatchesNativeConvolution checks the im2col path (and its skipping
+// of taps that only read padding) against the backend's own convolution, on
+// map sizes where ResNet's late layers run at 28×28 input.
+func TestConv2DMatchesNativeConvolution(t *testing.T) {
+	b, err := backend.New("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		name              string
+		h, w, k, s, p, ci int
+	}{
+		{"3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 3},
+		{"3x3 s2 p1 on 4x4", 4, 4, 3, 2, 1, 3},
+		{"3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 4},
+		{"3x3 s2 p1 on 2x2", 2, 2, 3, 2, 1, 4},
+		{"7x7 s2 p3 on 9x7", 9, 7, 7, 2, 3, 3},
+		{"1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 5},
+		{"1x1 s1 p0 on 3x3", 3, 3, 1, 1, 0, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := randTensor(rng, 2, tc.h, tc.w, tc.ci)
+			w := randTensor(rng, tc.k, tc.k, tc.ci, 6)
+			im2col := MustExecOnce(b, func(x, w *Node) *Node { return Conv2D(x, w, tc.s, tc.p) }, x, w)
+			native := MustExecOnce(b, func(x, w *Node) *Node {
+				pad := [][2]int{{tc.p, tc.p}, {tc.p, tc.p}}
+				return Convolve(x, w).StridePerAxis(tc.s, tc.s).PaddingPerDim(pad).Done()
+			}, x, w)
+			if !im2col.Shape().Equal(native.Shape()) {
+				t.Fatalf("shape %s, native %s", im2col.Shape(), native.Shape())
+			}
+			got, want := tensors.MustCopyFlatData[float32](im2col), tensors.MustCopyFlatData[float32](native)
+			for i := range want {
+				if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+					t.Fatalf("element %d: %g, native %g", i, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestLayoutRoundTrip(t *testing.T) {
+	src := make([]float32, 4*3*2*5)
+	for i := range src {
+		src[i] = float32(i)
+	}
+	got := ConvWeightToTorch(ConvWeightFromTorch(src, 4, 3, 2, 5), 4, 3, 2, 5)
+	for i := range src {
+		if got[i] != src[i] {
+			t.Fatalf("conv layout round trip differs at %d", i)
+		}
+	}
+	// [O,C,KH,KW] element (o=1,c=2,i=0,j=3) lands at [i,j,c,o].
+	moved := ConvWeightFromTorch(src, 4, 3, 2, 5)
+	if want, at := src[((1*3+2)*2+0)*5+3], ((0*5+3)*3+2)*4+1; moved[at] != want {
+		t.Fatalf("conv layout: got %g at [0,3,2,1], want %g", moved[at], want)
+	}
+	m := TransposeMatrix([]float32{1, 2, 3, 4, 5, 6}, 2, 3)
+	if want := []float32{1, 4, 2, 5, 3, 6}; !equal(m, want) {
+		t.Fatalf("TransposeMatrix = %v, want %v", m, want)
+	}
+}
+
+func equal(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
