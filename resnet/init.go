@@ -1,0 +1,42 @@
+package resnet
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"lorafit/checkpoint"
+)
+
+// RandomStateDict returns a state_dict initialized the way torchvision's
+// ResNet.__init__ does (kaiming-normal fan_out convs, unit batch norms,
+// nn.Linear's default fc), from a seeded generator: `--weights random` gives
+// offline pipelines a real, reproducible network, never a silent stand-in.
+func RandomStateDict(c Config, seed uint64) *checkpoint.StateDict {
+	rng := rand.New(rand.NewPCG(seed, 0x6c6f7261666974)) // "lorafit"
+	sd := checkpoint.NewStateDict()
+	fcIn := c.FeatureDim()
+	for _, p := range c.Params() {
+		vals := make([]float32, p.NumElements())
+		switch p.Kind {
+		case ConvWeight:
+			std := math.Sqrt(2 / float64(p.Shape[0]*p.Shape[2]*p.Shape[3]))
+			for i := range vals {
+				vals[i] = float32(rng.NormFloat64() * std)
+			}
+		case LinearWeight, LinearBias:
+			bound := 1 / math.Sqrt(float64(fcIn))
+			for i := range vals {
+				vals[i] = float32((2*rng.Float64() - 1) * bound)
+			}
+		case BNWeight, BNVar:
+			for i := range vals {
+				vals[i] = 1
+			}
+		case BNCount:
+			sd.Set(p.Name, &checkpoint.Tensor{DType: checkpoint.I64, Shape: []int{}, Data: make([]byte, 8)})
+			continue
+		}
+		sd.Set(p.Name, checkpoint.FromFloat32(p.Shape, vals))
+	}
+	return sd
+}

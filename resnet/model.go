@@ -1,0 +1,256 @@
+package resnet
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
+
+	"lorafit/checkpoint"
+	"lorafit/nn"
+)
+
+// bnEps is torch.nn.BatchNorm2d's default epsilon, used by torchvision.
+const bnEps = 1e-5
+
+// Model is a ResNet whose weights live in a GoMLX Store, one variable per
+// state_dict entry, at the path of its key ("layer1.0.conv1.weight" is the
+// variable "/layer1/0/conv1/weight"). Conv and Linear weights are kept in
+// matmul layout (see nn.ConvWeightFromTorch); Load and StateDict convert.
+type Model struct {
+	Config Config
+	Store  *model.Store
+}
+
+// VarPath maps a state_dict key to its variable path in the Store.
+func VarPath(key string) string { return "/" + strings.ReplaceAll(key, ".", "/") }
+
+// New returns a model of the given configuration with no weights yet: call
+// Load before running it.
+func New(cfg Config) *Model { return &Model{Config: cfg, Store: model.NewStore()} }
+
+// Load validates sd against the architecture and copies it into the Store.
+// Every problem is reported at once: a missing key, an unexpected key and a
+// shape mismatch each name the key, and a file of another architecture is
+// named as such. source names the file in errors.
+func (m *Model) Load(sd *checkpoint.StateDict, source string) error {
+	if found, err := InferConfig(sd); err == nil && (found.Block != m.Config.Block || found.Layers != m.Config.Layers || found.Width != m.Config.Width) {
+		return fmt.Errorf("%s: holds a %s, but the model is a %s", source, found.Describe(), m.Config.Describe())
+	}
+	want := m.Config.Params()
+	var problems []string
+	known := map[string]bool{}
+	for _, p := range want {
+		known[p.Name] = true
+		t := sd.Get(p.Name)
+		if t == nil {
+			problems = append(problems, fmt.Sprintf("missing key %q", p.Name))
+			continue
+		}
+		if !equalShape(t.Shape, p.Shape) {
+			problems = append(problems, fmt.Sprintf("key %q: expected shape %v, found %v", p.Name, p.Shape, t.Shape))
+		}
+	}
+	for _, name := range sd.Names {
+		if !known[name] {
+			problems = append(problems, fmt.Sprintf("unexpected key %q", name))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s: does not fit %s: %s", source, m.Config.Describe(), summarize(problems, 8))
+	}
+	for _, p := range want {
+		value, err := toVariable(p, sd.Get(p.Name))
+		if err != nil {
+			return fmt.Errorf("%s: key %q: %w", source, p.Name, err)
+		}
+		path := VarPath(p.Name)
+		if v := m.Store.GetVariable(path); v != nil {
+			if err := v.SetValue(value); err != nil {
+				return fmt.Errorf("%s: key %q: %w", source, p.Name, err)
+			}
+			continue
+		}
+		if _, err := m.Store.CreateVariable(path, value); err != nil {
+			return fmt.Errorf("%s: key %q: %w", source, p.Name, err)
+		}
+	}
+	return nil
+}
+
+// toVariable converts one state_dict tensor to the Store's layout and dtype.
+func toVariable(p Param, t *checkpoint.Tensor) (*tensors.Tensor, error) {
+	if p.Kind == BNCount {
+		vals, err := t.Float32s()
+		if err != nil {
+			return nil, err
+		}
+		return tensors.FromScalar(int64(vals[0])), nil
+	}
+	vals, err := t.Float32s()
+	if err != nil {
+		return nil, err
+	}
+	switch p.Kind {
+	case ConvWeight:
+		s := p.Shape
+		return tensors.FromFlatDataAndDimensions(nn.ConvWeightFromTorch(vals, s[0], s[1], s[2], s[3]), s[2], s[3], s[1], s[0]), nil
+	case LinearWeight:
+		return tensors.FromFlatDataAndDimensions(nn.TransposeMatrix(vals, p.Shape[0], p.Shape[1]), p.Shape[1], p.Shape[0]), nil
+	}
+	return tensors.FromFlatDataAndDimensions(vals, p.Shape...), nil
+}
+
+// StateDict exports the weights in PyTorch layout under torchvision's keys,
+// in torchvision's order: what `torch.load` + `load_state_dict` expect.
+func (m *Model) StateDict() (*checkpoint.StateDict, error) {
+	sd := checkpoint.NewStateDict()
+	for _, p := range m.Config.Params() {
+		v := m.Store.GetVariable(VarPath(p.Name))
+		if v == nil {
+			return nil, fmt.Errorf("model has no weights for %q: Load was not called", p.Name)
+		}
+		value, err := v.Value()
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", p.Name, err)
+		}
+		if p.Kind == BNCount {
+			n := tensors.MustCopyFlatData[int64](value)[0]
+			t := &checkpoint.Tensor{DType: checkpoint.I64, Shape: []int{}, Data: make([]byte, 8)}
+			for i := 0; i < 8; i++ {
+				t.Data[i] = byte(uint64(n) >> (8 * i))
+			}
+			sd.Set(p.Name, t)
+			continue
+		}
+		vals := tensors.MustCopyFlatData[float32](value)
+		switch s := p.Shape; p.Kind {
+		case ConvWeight:
+			vals = nn.ConvWeightToTorch(vals, s[0], s[1], s[2], s[3])
+		case LinearWeight:
+			vals = nn.TransposeMatrix(vals, s[1], s[0])
+		}
+		sd.Set(p.Name, checkpoint.FromFloat32(p.Shape, vals))
+	}
+	return sd, nil
+}
+
+// Freeze marks every variable as not trainable (gradients are then never
+// computed for them); LoRA and heads add their own trainable variables.
+func (m *Model) Freeze() {
+	for v := range m.Store.IterVariables() {
+		v.SetTrainable(false)
+	}
+}
+
+// param fetches a variable's value in the graph being built.
+func param(g *Graph, key string) *Node {
+	v := model.GetStore(g).GetVariable(VarPath(key))
+	if v == nil {
+		panic(fmt.Sprintf("resnet: no variable for %q (was the model loaded?)", key))
+	}
+	return v.NodeValue(g)
+}
+
+// convBN is conv (no bias) followed by frozen batch norm, the unit every
+// torchvision ResNet is made of.
+func convBN(x *Node, conv, bn string, stride, padding int) *Node {
+	g := x.Graph()
+	y := nn.Conv2D(x, param(g, conv+".weight"), stride, padding)
+	return nn.BatchNormInference(y, param(g, bn+".weight"), param(g, bn+".bias"),
+		param(g, bn+".running_mean"), param(g, bn+".running_var"), bnEps)
+}
+
+// Features runs the backbone on images x [N,3,H,W] (NCHW, as PyTorch users
+// pass them) and returns the pooled features [N, FeatureDim].
+func (m *Model) Features(x *Node) *Node {
+	if x.Rank() != 4 || x.Shape().Dimensions[1] != 3 {
+		panic(fmt.Sprintf("resnet: input must be [N,3,H,W], got %s", x.Shape()))
+	}
+	x = TransposeAllAxes(x, 0, 2, 3, 1) // NCHW → NHWC
+	x = nn.ReLU(convBN(x, "conv1", "bn1", 2, 3))
+	x = nn.MaxPool2D(x, 3, 2, 1)
+	for _, b := range m.Config.Blocks() {
+		x = m.block(x, b)
+	}
+	return ReduceMean(x, 1, 2)
+}
+
+// Logits is Features followed by fc: [N, NumClasses], before softmax.
+func (m *Model) Logits(x *Node) *Node {
+	f := m.Features(x)
+	g := f.Graph()
+	return nn.Linear(f, param(g, "fc.weight"), param(g, "fc.bias"))
+}
+
+func (m *Model) block(x *Node, b BlockSpec) *Node {
+	identity := x
+	var y *Node
+	if m.Config.Block == Basic {
+		y = nn.ReLU(convBN(x, b.Name+".conv1", b.Name+".bn1", b.Stride, 1))
+		y = convBN(y, b.Name+".conv2", b.Name+".bn2", 1, 1)
+	} else {
+		y = nn.ReLU(convBN(x, b.Name+".conv1", b.Name+".bn1", 1, 0))
+		y = nn.ReLU(convBN(y, b.Name+".conv2", b.Name+".bn2", b.Stride, 1))
+		y = convBN(y, b.Name+".conv3", b.Name+".bn3", 1, 0)
+	}
+	if b.Downsample {
+		identity = convBN(x, b.Name+".downsample.0", b.Name+".downsample.1", b.Stride, 0)
+	}
+	return nn.ReLU(Add(y, identity))
+}
+
+// InferConfig reads the architecture off a state_dict's keys and shapes, so
+// `--weights file.pth` needs no `--model`, and a mismatch can be named.
+func InferConfig(sd *checkpoint.StateDict) (Config, error) {
+	stem := sd.Get("conv1.weight")
+	fc := sd.Get("fc.weight")
+	if stem == nil || fc == nil || len(stem.Shape) != 4 || len(fc.Shape) != 2 {
+		return Config{}, fmt.Errorf("not a torchvision ResNet state_dict: conv1.weight [W,3,7,7] and fc.weight [classes,features] are needed")
+	}
+	c := Config{Width: stem.Shape[0], NumClasses: fc.Shape[0], Block: Basic}
+	for _, name := range sd.Names {
+		var li, bi int
+		if n, _ := fmt.Sscanf(name, "layer%d.%d.", &li, &bi); n == 2 && li >= 1 && li <= 4 {
+			if bi+1 > c.Layers[li-1] {
+				c.Layers[li-1] = bi + 1
+			}
+		}
+		if strings.HasSuffix(name, ".conv3.weight") {
+			c.Block = Bottleneck
+		}
+	}
+	c.Arch = "resnet-custom"
+	for _, a := range archs {
+		if a.Block == c.Block && a.Layers == c.Layers {
+			c.Arch = a.Arch
+		}
+	}
+	if c.Width != 64 {
+		c.Arch += "-w" + strconv.Itoa(c.Width)
+	}
+	return c, nil
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// summarize joins up to max problems and says how many more there are.
+func summarize(problems []string, max int) string {
+	if len(problems) <= max {
+		return strings.Join(problems, "; ")
+	}
+	return strings.Join(problems[:max], "; ") + fmt.Sprintf("; and %d more", len(problems)-max)
+}

@@ -1,0 +1,178 @@
+package weights
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"lorafit/checkpoint"
+	"lorafit/checkpoint/pth"
+	"lorafit/checkpoint/safetensors"
+	"lorafit/resnet"
+)
+
+// Source says where a model's weights came from; it travels into logs,
+// reports and adapter files so a result can always be traced to its base.
+type Source struct {
+	Spec     string   // what the user passed to --weights
+	Registry *Weights // set for a registry name (transforms, categories)
+	Path     string   // file read, "" for random
+	SHA256   string   // full hex digest of the file, "" for random
+	Random   bool
+	Seed     uint64
+}
+
+// String is a short human description.
+func (s *Source) String() string {
+	switch {
+	case s.Random:
+		return fmt.Sprintf("random init (seed %d)", s.Seed)
+	case s.Registry != nil:
+		return fmt.Sprintf("%s (%s, sha256 %s)", s.Registry.Name, s.Path, short(s.SHA256))
+	}
+	return fmt.Sprintf("%s (sha256 %s)", s.Path, short(s.SHA256))
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// OpenOptions are the choices Open needs besides the spec.
+type OpenOptions struct {
+	Arch       string // architecture for "random" (default resnet50)
+	NumClasses int    // classes for "random" (default 1000)
+	CacheDir   string // default CacheDir()
+	Progress   io.Writer
+	Download   bool // fetch a registry name that is not cached yet
+}
+
+// Open resolves a --weights spec into a state_dict and says where it came
+// from. A spec is one of: a registry name (`resnet50/IMAGENET1K_V2`, taken
+// from the cache or downloaded), a path to a `.pth`/`.pt` or `.safetensors`
+// file (recognized by content, not extension), or `random` / `random:SEED`
+// for torchvision's initialization with a fixed seed. Nothing is ever
+// substituted silently: any failure is an error.
+func Open(ctx context.Context, spec string, opts OpenOptions) (*checkpoint.StateDict, *Source, error) {
+	if spec == "" {
+		return nil, nil, fmt.Errorf("no weights given: pass a registry name (e.g. resnet50/IMAGENET1K_V2), a .pth/.safetensors path, or random")
+	}
+	if spec == "random" || strings.HasPrefix(spec, "random:") {
+		src := &Source{Spec: spec, Random: true}
+		if s, ok := strings.CutPrefix(spec, "random:"); ok {
+			seed, err := strconv.ParseUint(s, 10, 64)
+			if err != nil {
+				return nil, nil, fmt.Errorf("weights %q: the seed after random: must be a non-negative integer", spec)
+			}
+			src.Seed = seed
+		}
+		arch := opts.Arch
+		if arch == "" {
+			arch = "resnet50"
+		}
+		cfg, err := resnet.ConfigFor(arch)
+		if err != nil {
+			return nil, nil, err
+		}
+		if opts.NumClasses > 0 {
+			cfg.NumClasses = opts.NumClasses
+		}
+		return resnet.RandomStateDict(cfg, src.Seed), src, nil
+	}
+	if _, err := os.Stat(spec); err == nil {
+		sd, info, err := ReadFile(spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		return sd, &Source{Spec: spec, Path: spec, SHA256: info.SHA256}, nil
+	}
+	w, lerr := Lookup(spec)
+	if lerr != nil {
+		if ext := filepath.Ext(spec); ext == ".pth" || ext == ".pt" || ext == ".safetensors" {
+			return nil, nil, fmt.Errorf("weights file %s: no such file", spec)
+		}
+		return nil, nil, fmt.Errorf("weights %q is neither a file nor a known name: %w", spec, lerr)
+	}
+	dir := opts.CacheDir
+	if dir == "" {
+		d, err := CacheDir()
+		if err != nil {
+			return nil, nil, err
+		}
+		dir = d
+	}
+	path, _, err := w.Locate(dir)
+	if err != nil {
+		if !opts.Download {
+			return nil, nil, fmt.Errorf("%s is not downloaded yet: run `lorafit weights download %s` (or put %s at %s)", w.Name, w.Name, w.FileName(), w.CachedPath(dir))
+		}
+		path, err = Download(ctx, w, dir, DownloadOptions{Progress: opts.Progress})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	sd, info, err := ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sd, &Source{Spec: spec, Registry: w, Path: path, SHA256: info.SHA256}, nil
+}
+
+// FileInfo is what ReadFile learns about a file besides its tensors.
+type FileInfo struct {
+	Format string // "pth" or "safetensors"
+	SHA256 string // hex digest of the whole file
+}
+
+// ReadFile loads a PyTorch (.pth/.pt, zip or legacy) or safetensors file,
+// telling them apart by their first bytes, not their extension.
+func ReadFile(path string) (*checkpoint.StateDict, FileInfo, error) {
+	var info FileInfo
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, info, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, info, fmt.Errorf("%s: %w", path, err)
+	}
+	info.SHA256 = hex.EncodeToString(h.Sum(nil))
+	head := make([]byte, 9)
+	n, _ := f.ReadAt(head, 0)
+	info.Format = Format(head[:n])
+	var sd *checkpoint.StateDict
+	switch info.Format {
+	case "pth":
+		sd, err = pth.Load(path)
+	case "safetensors":
+		sd, _, err = safetensors.Load(path)
+	default:
+		return nil, info, fmt.Errorf("%s: neither a PyTorch .pth/.pt file nor a safetensors file (starts with % x)", path, head[:n])
+	}
+	if err != nil {
+		return nil, info, err
+	}
+	return sd, info, nil
+}
+
+// Format names a checkpoint format from a file's first bytes: "pth" (zip or
+// legacy pickle), "safetensors", or "".
+func Format(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")), len(head) >= 2 && head[0] == 0x80 && head[1] <= 5:
+		return "pth"
+	case len(head) >= 9 && head[8] == '{':
+		return "safetensors"
+	}
+	return ""
+}
