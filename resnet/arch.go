@@ -110,45 +110,77 @@ func (p Param) NumElements() int {
 	return n
 }
 
-// Params lists every state_dict entry in torchvision's order.
-func (c Config) Params() []Param {
-	var ps []Param
-	conv := func(name string, o, i, k int) {
-		ps = append(ps, Param{name + ".weight", ConvWeight, []int{o, i, k, k}})
+// ModuleType is the torch.nn class of a leaf module.
+type ModuleType string
+
+const (
+	Conv2d      ModuleType = "Conv2d"
+	BatchNorm2d ModuleType = "BatchNorm2d"
+	Linear      ModuleType = "Linear"
+)
+
+// Module is one leaf module with what its computation needs: channels, and
+// for convs the square kernel, stride and padding. LoRA targets are chosen
+// among these by name, and wrap them with the same geometry.
+type Module struct {
+	Name                    string
+	Type                    ModuleType
+	In, Out                 int
+	Kernel, Stride, Padding int
+}
+
+// Modules lists the leaf modules in torchvision's order (named_modules).
+func (c Config) Modules() []Module {
+	var ms []Module
+	conv := func(name string, in, out, k, stride int) {
+		ms = append(ms, Module{Name: name, Type: Conv2d, In: in, Out: out, Kernel: k, Stride: stride, Padding: k / 2})
 	}
-	bn := func(name string, ch int) {
-		ps = append(ps,
-			Param{name + ".weight", BNWeight, []int{ch}},
-			Param{name + ".bias", BNBias, []int{ch}},
-			Param{name + ".running_mean", BNMean, []int{ch}},
-			Param{name + ".running_var", BNVar, []int{ch}},
-			Param{name + ".num_batches_tracked", BNCount, []int{}})
-	}
-	conv("conv1", c.Width, 3, 7)
+	bn := func(name string, ch int) { ms = append(ms, Module{Name: name, Type: BatchNorm2d, In: ch, Out: ch}) }
+	conv("conv1", 3, c.Width, 7, 2)
 	bn("bn1", c.Width)
 	for _, b := range c.Blocks() {
 		switch c.Block {
 		case Basic:
-			conv(b.Name+".conv1", b.Planes, b.In, 3)
+			conv(b.Name+".conv1", b.In, b.Planes, 3, b.Stride)
 			bn(b.Name+".bn1", b.Planes)
-			conv(b.Name+".conv2", b.Planes, b.Planes, 3)
+			conv(b.Name+".conv2", b.Planes, b.Planes, 3, 1)
 			bn(b.Name+".bn2", b.Planes)
 		case Bottleneck:
-			conv(b.Name+".conv1", b.Planes, b.In, 1)
+			conv(b.Name+".conv1", b.In, b.Planes, 1, 1)
 			bn(b.Name+".bn1", b.Planes)
-			conv(b.Name+".conv2", b.Planes, b.Planes, 3)
+			conv(b.Name+".conv2", b.Planes, b.Planes, 3, b.Stride)
 			bn(b.Name+".bn2", b.Planes)
-			conv(b.Name+".conv3", b.Out, b.Planes, 1)
+			conv(b.Name+".conv3", b.Planes, b.Out, 1, 1)
 			bn(b.Name+".bn3", b.Out)
 		}
 		if b.Downsample {
-			conv(b.Name+".downsample.0", b.Out, b.In, 1)
+			conv(b.Name+".downsample.0", b.In, b.Out, 1, b.Stride)
 			bn(b.Name+".downsample.1", b.Out)
 		}
 	}
-	ps = append(ps,
-		Param{"fc.weight", LinearWeight, []int{c.NumClasses, c.FeatureDim()}},
-		Param{"fc.bias", LinearBias, []int{c.NumClasses}})
+	return append(ms, Module{Name: "fc", Type: Linear, In: c.FeatureDim(), Out: c.NumClasses})
+}
+
+// Params lists every state_dict entry in torchvision's order.
+func (c Config) Params() []Param {
+	var ps []Param
+	for _, m := range c.Modules() {
+		switch m.Type {
+		case Conv2d:
+			ps = append(ps, Param{m.Name + ".weight", ConvWeight, []int{m.Out, m.In, m.Kernel, m.Kernel}})
+		case BatchNorm2d:
+			ps = append(ps,
+				Param{m.Name + ".weight", BNWeight, []int{m.Out}},
+				Param{m.Name + ".bias", BNBias, []int{m.Out}},
+				Param{m.Name + ".running_mean", BNMean, []int{m.Out}},
+				Param{m.Name + ".running_var", BNVar, []int{m.Out}},
+				Param{m.Name + ".num_batches_tracked", BNCount, []int{}})
+		case Linear:
+			ps = append(ps,
+				Param{m.Name + ".weight", LinearWeight, []int{m.Out, m.In}},
+				Param{m.Name + ".bias", LinearBias, []int{m.Out}})
+		}
+	}
 	return ps
 }
 

@@ -23,6 +23,13 @@ const bnEps = 1e-5
 type Model struct {
 	Config Config
 	Store  *model.Store
+
+	// Wrap, when set, is called on every conv and on fc with the module's
+	// input x and output y (NHWC for convs, before batch norm) and returns
+	// the output to use: how LoRA is injected without the network knowing.
+	Wrap func(m Module, x, y *Node) *Node
+
+	modules map[string]Module
 }
 
 // VarPath maps a state_dict key to its variable path in the Store.
@@ -30,7 +37,13 @@ func VarPath(key string) string { return "/" + strings.ReplaceAll(key, ".", "/")
 
 // New returns a model of the given configuration with no weights yet: call
 // Load before running it.
-func New(cfg Config) *Model { return &Model{Config: cfg, Store: model.NewStore()} }
+func New(cfg Config) *Model {
+	m := &Model{Config: cfg, Store: model.NewStore(), modules: map[string]Module{}}
+	for _, mod := range cfg.Modules() {
+		m.modules[mod.Name] = mod
+	}
+	return m
+}
 
 // Load validates sd against the architecture and copies it into the Store.
 // Every problem is reported at once: a missing key, an unexpected key and a
@@ -155,13 +168,21 @@ func param(g *Graph, key string) *Node {
 	return v.NodeValue(g)
 }
 
-// convBN is conv (no bias) followed by frozen batch norm, the unit every
-// torchvision ResNet is made of.
-func convBN(x *Node, conv, bn string, stride, padding int) *Node {
+// conv runs the named conv module (no bias: torchvision's ResNets have none).
+func (m *Model) conv(x *Node, name string) *Node {
+	mod := m.modules[name]
+	y := nn.Conv2D(x, param(x.Graph(), name+".weight"), mod.Stride, mod.Padding)
+	if m.Wrap != nil {
+		y = m.Wrap(mod, x, y)
+	}
+	return y
+}
+
+// bn runs the named batch norm in inference mode (frozen statistics).
+func bn(x *Node, name string) *Node {
 	g := x.Graph()
-	y := nn.Conv2D(x, param(g, conv+".weight"), stride, padding)
-	return nn.BatchNormInference(y, param(g, bn+".weight"), param(g, bn+".bias"),
-		param(g, bn+".running_mean"), param(g, bn+".running_var"), bnEps)
+	return nn.BatchNormInference(x, param(g, name+".weight"), param(g, name+".bias"),
+		param(g, name+".running_mean"), param(g, name+".running_var"), bnEps)
 }
 
 // Features runs the backbone on images x [N,3,H,W] (NCHW, as PyTorch users
@@ -171,7 +192,7 @@ func (m *Model) Features(x *Node) *Node {
 		panic(fmt.Sprintf("resnet: input must be [N,3,H,W], got %s", x.Shape()))
 	}
 	x = TransposeAllAxes(x, 0, 2, 3, 1) // NCHW → NHWC
-	x = nn.ReLU(convBN(x, "conv1", "bn1", 2, 3))
+	x = nn.ReLU(bn(m.conv(x, "conv1"), "bn1"))
 	x = nn.MaxPool2D(x, 3, 2, 1)
 	for _, b := range m.Config.Blocks() {
 		x = m.block(x, b)
@@ -183,22 +204,27 @@ func (m *Model) Features(x *Node) *Node {
 func (m *Model) Logits(x *Node) *Node {
 	f := m.Features(x)
 	g := f.Graph()
-	return nn.Linear(f, param(g, "fc.weight"), param(g, "fc.bias"))
+	y := nn.Linear(f, param(g, "fc.weight"), param(g, "fc.bias"))
+	if m.Wrap != nil {
+		y = m.Wrap(m.modules["fc"], f, y)
+	}
+	return y
 }
 
 func (m *Model) block(x *Node, b BlockSpec) *Node {
 	identity := x
+	n := b.Name + "."
 	var y *Node
 	if m.Config.Block == Basic {
-		y = nn.ReLU(convBN(x, b.Name+".conv1", b.Name+".bn1", b.Stride, 1))
-		y = convBN(y, b.Name+".conv2", b.Name+".bn2", 1, 1)
+		y = nn.ReLU(bn(m.conv(x, n+"conv1"), n+"bn1"))
+		y = bn(m.conv(y, n+"conv2"), n+"bn2")
 	} else {
-		y = nn.ReLU(convBN(x, b.Name+".conv1", b.Name+".bn1", 1, 0))
-		y = nn.ReLU(convBN(y, b.Name+".conv2", b.Name+".bn2", b.Stride, 1))
-		y = convBN(y, b.Name+".conv3", b.Name+".bn3", 1, 0)
+		y = nn.ReLU(bn(m.conv(x, n+"conv1"), n+"bn1"))
+		y = nn.ReLU(bn(m.conv(y, n+"conv2"), n+"bn2"))
+		y = bn(m.conv(y, n+"conv3"), n+"bn3")
 	}
 	if b.Downsample {
-		identity = convBN(x, b.Name+".downsample.0", b.Name+".downsample.1", b.Stride, 0)
+		identity = bn(m.conv(x, n+"downsample.0"), n+"downsample.1")
 	}
 	return nn.ReLU(Add(y, identity))
 }
