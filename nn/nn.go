@@ -13,6 +13,26 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // the graph DSL reads best unqualified
 )
 
+// ModuleType is the torch.nn class of a leaf module.
+type ModuleType string
+
+const (
+	Conv2d      ModuleType = "Conv2d"
+	BatchNorm2d ModuleType = "BatchNorm2d"
+	Linear      ModuleType = "Linear"
+)
+
+// Module describes one leaf module of a network by its PyTorch name, with
+// what its computation needs: channels, and for convs the square kernel,
+// stride and padding. LoRA targets are chosen among these by name and wrap
+// them with the same geometry.
+type Module struct {
+	Name                    string
+	Type                    ModuleType
+	In, Out                 int
+	Kernel, Stride, Padding int
+}
+
 // Conv2D computes a 2-D convolution of x [N,H,W,C] with w [KH,KW,C,O]
 // (stride and zero padding equal on both spatial axes), returning [N,Ho,Wo,O].
 //
@@ -117,8 +137,8 @@ func MaxPool2D(x *Node, k, stride, padding int) *Node {
 	return out
 }
 
-// Linear computes x [N,I] · w [I,O] + b [O]; b may be nil.
-func Linear(x, w, b *Node) *Node {
+// Dense computes x [N,I] · w [I,O] + b [O] (torch.nn.Linear); b may be nil.
+func Dense(x, w, b *Node) *Node {
 	y := MatMul(x, w)
 	if b != nil {
 		y = Add(y, ExpandLeftToRank(b, 2))

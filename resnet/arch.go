@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"lorafit/nn"
 )
 
 // Block is the residual block kind.
@@ -110,24 +112,14 @@ func (p Param) NumElements() int {
 	return n
 }
 
-// ModuleType is the torch.nn class of a leaf module.
-type ModuleType string
+// Module is re-exported from nn: resnet describes its layers with it.
+type Module = nn.Module
 
 const (
-	Conv2d      ModuleType = "Conv2d"
-	BatchNorm2d ModuleType = "BatchNorm2d"
-	Linear      ModuleType = "Linear"
+	Conv2d      = nn.Conv2d
+	BatchNorm2d = nn.BatchNorm2d
+	Linear      = nn.Linear
 )
-
-// Module is one leaf module with what its computation needs: channels, and
-// for convs the square kernel, stride and padding. LoRA targets are chosen
-// among these by name, and wrap them with the same geometry.
-type Module struct {
-	Name                    string
-	Type                    ModuleType
-	In, Out                 int
-	Kernel, Stride, Padding int
-}
 
 // Modules lists the leaf modules in torchvision's order (named_modules).
 func (c Config) Modules() []Module {

@@ -204,7 +204,7 @@ func (m *Model) Features(x *Node) *Node {
 func (m *Model) Logits(x *Node) *Node {
 	f := m.Features(x)
 	g := f.Graph()
-	y := nn.Linear(f, param(g, "fc.weight"), param(g, "fc.bias"))
+	y := nn.Dense(f, param(g, "fc.weight"), param(g, "fc.bias"))
 	if m.Wrap != nil {
 		y = m.Wrap(m.modules["fc"], f, y)
 	}
