@@ -86,7 +86,9 @@ func Open(ctx context.Context, spec string, opts OpenOptions) (*checkpoint.State
 		if opts.NumClasses > 0 {
 			cfg.NumClasses = opts.NumClasses
 		}
-		return resnet.RandomStateDict(cfg, src.Seed), src, nil
+		sd := resnet.RandomStateDict(cfg, src.Seed)
+		src.SHA256 = Digest(sd)
+		return sd, src, nil
 	}
 	if _, err := os.Stat(spec); err == nil {
 		sd, info, err := ReadFile(spec)
@@ -125,6 +127,19 @@ func Open(ctx context.Context, spec string, opts OpenOptions) (*checkpoint.State
 		return nil, nil, err
 	}
 	return sd, &Source{Spec: spec, Registry: w, Path: path, SHA256: info.SHA256}, nil
+}
+
+// Digest is a SHA-256 over a state_dict's names, dtypes, shapes and bytes:
+// the identity of weights that never were a file (random init), so
+// adapters trained on them can still be bound to their base.
+func Digest(sd *checkpoint.StateDict) string {
+	h := sha256.New()
+	for _, k := range sd.Names {
+		t := sd.Get(k)
+		fmt.Fprintf(h, "%s|%s|%v|", k, t.DType, t.Shape)
+		h.Write(t.Data)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // FileInfo is what ReadFile learns about a file besides its tensors.
