@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"image"
 	"io"
-	"log/slog"
 	"math"
-	"os"
 	"sort"
 
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
@@ -17,7 +15,6 @@ import (
 	"github.com/gomlx/gomlx/ml/model"
 
 	"lorafit/backend"
-	"lorafit/resnet"
 	"lorafit/transforms"
 	"lorafit/weights"
 )
@@ -25,47 +22,9 @@ import (
 func init() {
 	verbs["predict"] = verb{
 		summary: "classify PNG/JPEG images with a ResNet and print the top classes",
-		usage:   "predict [--weights W] [--model resnet50] [--image-size N] [--top K] [--json] IMAGE...",
+		usage:   "predict [--weights W] [--adapter DIR] [--model resnet50] [--image-size N] [--top K] [--json] IMAGE...",
 		run:     runPredict,
 	}
-}
-
-// modelFlags are the flags every verb that builds a network shares.
-type modelFlags struct {
-	weights, arch, backend string
-	download               bool
-}
-
-func (m *modelFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.weights, "weights", "resnet50/IMAGENET1K_V2", "registry name (see: lorafit weights list), a .pth/.safetensors file, or random[:SEED] (torchvision's init, seeded)")
-	fs.StringVar(&m.arch, "model", "", "architecture: resnet18|34|50|101|152 (default: read off the weights; resnet50 for random)")
-	fs.StringVar(&m.backend, "backend", "", "GoMLX backend: go (pure Go, default), or xla:cpu / xla:cuda in a -tags xla build (default $GOMLX_BACKEND or go)")
-	fs.BoolVar(&m.download, "download", true, "download registry weights that are not cached yet")
-}
-
-// load opens the weights, checks them against --model and builds the network.
-func (m *modelFlags) load(ctx context.Context) (*resnet.Model, *weights.Source, error) {
-	sd, src, err := weights.Open(ctx, m.weights, weights.OpenOptions{Arch: m.arch, Download: m.download, Progress: os.Stderr})
-	if err != nil {
-		return nil, nil, err
-	}
-	found, err := resnet.InferConfig(sd)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", src.Spec, err)
-	}
-	cfg := found
-	if m.arch != "" {
-		if cfg, err = resnet.ConfigFor(m.arch); err != nil {
-			return nil, nil, usageErrorf("%v", err)
-		}
-		cfg.Width, cfg.NumClasses = found.Width, found.NumClasses
-	}
-	net := resnet.New(cfg)
-	if err := net.Load(sd, src.Spec); err != nil {
-		return nil, nil, err
-	}
-	slog.Info("model ready", "arch", cfg.Describe(), "weights", src.String())
-	return net, src, nil
 }
 
 type prediction struct {
@@ -121,13 +80,17 @@ func runPredict(fs *flag.FlagSet, args []string, out io.Writer) error {
 		preset.ResizeSize = int(math.Round(float64(*size) * float64(preset.ResizeSize) / float64(preset.CropSize)))
 		preset.CropSize = *size
 	}
-	labels := labelsFor(net.Config.NumClasses)
+	classes := net.Base.Config.NumClasses
+	if net.Spec.NumClasses > 0 {
+		classes = net.Spec.NumClasses
+	}
+	labels := labelsFor(classes)
 
 	inputs := make([][]float32, len(images))
 	for i, img := range decoded {
 		inputs[i] = preset.Apply(img)
 	}
-	exec, err := model.NewExec(b, net.Store, func(_ *model.Scope, x *Node) *Node { return net.Logits(x) })
+	exec, err := model.NewExec(b, net.Base.Store, func(_ *model.Scope, x *Node) *Node { return net.Logits(x) })
 	if err != nil {
 		return err
 	}
@@ -144,7 +107,7 @@ func runPredict(fs *flag.FlagSet, args []string, out io.Writer) error {
 			return err
 		}
 		logits := tensors.MustCopyFlatData[float32](res[0])
-		k := net.Config.NumClasses
+		k := classes
 		for i := start; i < end; i++ {
 			p := prediction{Image: images[i], Logits: logits[(i-start)*k : (i-start+1)*k]}
 			p.Top = topK(p.Logits, *top, labels)
