@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -150,5 +151,71 @@ func TestHelpAndWeightsList(t *testing.T) {
 	}
 	if code, stdout, _ := lorafit(t, "weights", "list"); code != 0 || !strings.Contains(stdout, "resnet50/IMAGENET1K_V2") {
 		t.Errorf("weights list: exit %d, %q", code, stdout)
+	}
+}
+
+func predictLogits(t *testing.T, args ...string) []float32 {
+	t.Helper()
+	code, stdout, stderr := lorafit(t, append([]string{"predict", "--image-size", "28", "--json"}, args...)...)
+	if code != 0 {
+		t.Fatalf("predict %v: exit %d: %s", args, code, stderr)
+	}
+	var p prediction
+	if err := json.Unmarshal([]byte(strings.SplitN(stdout, "\n", 2)[0]), &p); err != nil {
+		t.Fatal(err)
+	}
+	return p.Logits
+}
+
+// TestAdapterWorkflow: adapter init → predict --adapter → merge → predict
+// on the merged file agrees; another base is refused.
+func TestAdapterWorkflow(t *testing.T) {
+	dir := t.TempDir()
+	adapter := filepath.Join(dir, "case2")
+	img := "testdata/mnist_test0_label7.png"
+	code, stdout, stderr := lorafit(t, "adapter", "init", "--weights", fixture, "--case", "2", "--head", "16,8",
+		"--rank", "4", "--init-lora-weights", "false", "--seed", "3", "--out", adapter)
+	if code != 0 || !strings.Contains(stdout, "trainable params:") {
+		t.Fatalf("adapter init: exit %d, %s %s", code, stdout, stderr)
+	}
+	adapted := predictLogits(t, "--weights", fixture, "--adapter", adapter, img)
+	plain := predictLogits(t, "--weights", fixture, img)
+	if len(adapted) != 10 || maxRel(adapted, plain) < 1e-3 {
+		t.Fatalf("the adapter does not change the output: %v vs %v", adapted, plain)
+	}
+	merged := filepath.Join(dir, "merged.safetensors")
+	if code, _, stderr := lorafit(t, "merge", "--weights", fixture, "--adapter", adapter, "--out", merged); code != 0 {
+		t.Fatalf("merge: exit %d: %s", code, stderr)
+	}
+	if d := maxRel(predictLogits(t, "--weights", merged, img), adapted); d > 1e-5 {
+		t.Errorf("merged model's logits differ by %.2g relative (limit 1e-5)", d)
+	}
+	code, stdout, stderr = lorafit(t, "predict", "--weights", "random", "--model", "resnet50", "--adapter", adapter, img)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "--allow-base-mismatch") {
+		t.Errorf("adapter on another base: exit %d, stderr %s", code, stderr)
+	}
+}
+
+func maxRel(a, b []float32) float64 {
+	var d, s float64
+	for i := range b {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+		s = math.Max(s, math.Abs(float64(b[i])))
+	}
+	return d / s
+}
+
+func TestParamsCases(t *testing.T) {
+	want := map[string]int{"1": 646410, "2": 2733810, "3": 2135810, "4": 20490}
+	for c, n := range want {
+		code, stdout, stderr := lorafit(t, "params", "--case", c, "--json")
+		var r struct{ Case, Trainable, Total int }
+		if code != 0 || json.Unmarshal([]byte(stdout), &r) != nil || r.Trainable != n || fmt.Sprint(r.Case) != c {
+			t.Errorf("params --case %s: exit %d, %s %s", c, code, stdout, stderr)
+		}
+	}
+	code, _, stderr := lorafit(t, "params", "--target", `.*.2.conv`)
+	if code != 1 || !strings.Contains(stderr, "closest names: ") || !strings.Contains(stderr, "layer1.2.conv1") {
+		t.Errorf("the blog's regex: exit %d, %s", code, stderr)
 	}
 }
