@@ -1,0 +1,94 @@
+// Package report turns an experiment's numbers into files a person reads
+// and shares: results.json (every number), report.md, a self-contained
+// report.html, and PNG plots.
+package report
+
+import "time"
+
+// Results is everything `lorafit experiment` measured; results.json is
+// this struct.
+type Results struct {
+	Title       string    `json:"title"`
+	StartedAt   time.Time `json:"started_at"`
+	WallSeconds float64   `json:"wall_seconds"`
+	Command     string    `json:"command"`
+	Environment Env       `json:"environment"`
+	Weights     Weights   `json:"weights"`
+	Data        Data      `json:"data"`
+	Budget      Budget    `json:"budget"`
+	// FullModelBytes is the size of the whole adapted network saved in
+	// fp32 safetensors: what sharing a model instead of an adapter costs.
+	FullModelBytes int64        `json:"full_model_bytes"`
+	Cases          []CaseResult `json:"cases"`
+}
+
+// Env is where the experiment ran.
+type Env struct {
+	Backend   string `json:"backend"`
+	Threads   int    `json:"threads"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	CPU       string `json:"cpu"`
+	Hostname  string `json:"hostname"`
+}
+
+// Weights says which base weights were used. Random is true when no
+// pretrained weights could be had: every report says so prominently.
+type Weights struct {
+	Spec   string `json:"spec"`
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Random bool   `json:"random"`
+	Note   string `json:"note,omitempty"`
+}
+
+// Data describes the dataset split used.
+type Data struct {
+	Name       string   `json:"name"`
+	Train      int      `json:"train"`
+	Test       int      `json:"test"`
+	ImageSize  int      `json:"image_size"`
+	Augment    bool     `json:"augment"`
+	ClassNames []string `json:"class_names"`
+}
+
+// Budget is what every case got: same data, seed and schedule.
+type Budget struct {
+	Epochs    int     `json:"epochs"`
+	Batch     int     `json:"batch"`
+	Optimizer string  `json:"optimizer"`
+	LR        float64 `json:"lr"`
+	Seed      uint64  `json:"seed"`
+}
+
+// CaseResult is one case of the study.
+type CaseResult struct {
+	Case        int    `json:"case"`
+	Description string `json:"description"` // e.g. "LoRA .*\.2\.conv3 r=8 α=16 + fc + head 512,256"
+	Trainable   int    `json:"trainable_params"`
+	Total       int    `json:"total_params"`
+
+	Accuracy         float64   `json:"accuracy"` // on the test split
+	MeanLoss         float64   `json:"mean_loss"`
+	PerClassAccuracy []float64 `json:"per_class_accuracy"`
+	Confusion        [][]int   `json:"confusion"` // [true][predicted]
+
+	AdapterDir   string `json:"adapter_dir"`   // relative to the output directory
+	AdapterBytes int64  `json:"adapter_bytes"` // real size of adapter_model.safetensors
+
+	TrainSeconds   float64 `json:"train_seconds"`
+	TrainImgPerSec float64 `json:"train_img_per_sec"`
+	EvalImgPerSec  float64 `json:"eval_img_per_sec"`
+
+	History []Point `json:"history"` // training curve
+}
+
+// Point is one sample of the training curve: running means since the last
+// point.
+type Point struct {
+	Step     int     `json:"step"`
+	Epoch    float64 `json:"epoch"`
+	Loss     float64 `json:"loss"`
+	Accuracy float64 `json:"accuracy"`
+}
