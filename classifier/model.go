@@ -28,7 +28,19 @@ type Model struct {
 
 	targets map[string]lora.Target
 	saved   []string // module names selected by modules_to_save
+
+	// training is set while a train step's graph is built: LoRA dropout
+	// applies then, drawing from rng.
+	training bool
+	rng      *Node
 }
+
+// StartTraining makes graphs built until StopTraining apply lora_dropout,
+// drawing masks from rngState (a graph input, so runs are reproducible).
+func (m *Model) StartTraining(rngState *Node) { m.training, m.rng = true, rngState }
+
+// StopTraining returns to inference graphs.
+func (m *Model) StopTraining() { m.training, m.rng = false, nil }
 
 // New checks spec against the base network: LoRA targets and
 // modules_to_save must name modules that exist. Call Init or LoadAdapter
@@ -268,6 +280,12 @@ func (m *Model) wrap(mod nn.Module, x, y *Node) *Node {
 		return y
 	}
 	g := x.Graph()
+	if p := m.Spec.LoRA.LoraDropout; m.training && p > 0 {
+		var u *Node
+		m.rng, u = RandomUniform(m.rng, x.Shape())
+		keep := GreaterOrEqual(u, Scalar(g, x.DType(), p))
+		x = Where(keep, DivScalar(x, 1-p), ZerosLike(x))
+	}
 	a := variable(g, mod.Name+".lora_A.weight")
 	b := variable(g, mod.Name+".lora_B.weight")
 	if mod.Type == nn.Linear {

@@ -63,7 +63,6 @@ import sys
 
 sys.dont_write_bytecode = True  # keep __pycache__ out of the testdata dirs
 
-import copy  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
