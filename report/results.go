@@ -69,7 +69,7 @@ type CaseResult struct {
 	Trainable   int    `json:"trainable_params"`
 	Total       int    `json:"total_params"`
 
-	Accuracy         float64   `json:"accuracy"` // on the test split
+	Accuracy         float64   `json:"accuracy"` // on the test split, a fraction in [0,1] like every accuracy here
 	MeanLoss         float64   `json:"mean_loss"`
 	PerClassAccuracy []float64 `json:"per_class_accuracy"`
 	Confusion        [][]int   `json:"confusion"` // [true][predicted]
