@@ -23,17 +23,22 @@ type verb struct {
 
 var verbs = map[string]verb{}
 
+// errOut receives progress, warnings and logs: the stderr of the running
+// command line (set by run, so tests can capture it).
+var errOut io.Writer = os.Stderr
+
 // errUsage marks an error whose fix is in the verb's help text.
 var errUsage = errors.New("usage")
 
 func main() {
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run executes one command line and returns the exit code: 0 ok, 1 failure,
 // 2 bad usage.
 func run(args []string, stdout, stderr io.Writer) int {
+	errOut = stderr
+	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		printVerbs(stdout)
 		return 0

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 
 	"lorafit/classifier"
@@ -31,7 +30,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 // load opens the weights, checks them against --model, builds the network
 // and applies --adapter.
 func (m *modelFlags) load(ctx context.Context) (*classifier.Model, *weights.Source, error) {
-	sd, src, err := weights.Open(ctx, m.weights, weights.OpenOptions{Arch: m.arch, Download: m.download, Progress: os.Stderr})
+	sd, src, err := weights.Open(ctx, m.weights, weights.OpenOptions{Arch: m.arch, Download: m.download, Progress: errOut})
 	if err != nil {
 		return nil, nil, err
 	}

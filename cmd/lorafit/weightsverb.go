@@ -55,7 +55,7 @@ func runWeights(fs *flag.FlagSet, args []string, out io.Writer) error {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 		defer stop()
-		path, err := weights.Download(ctx, w, *dir, weights.DownloadOptions{Progress: os.Stderr})
+		path, err := weights.Download(ctx, w, *dir, weights.DownloadOptions{Progress: errOut})
 		if err != nil {
 			return err
 		}
