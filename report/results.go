@@ -76,6 +76,10 @@ type CaseResult struct {
 
 	AdapterDir   string `json:"adapter_dir"`   // relative to the output directory
 	AdapterBytes int64  `json:"adapter_bytes"` // real size of adapter_model.safetensors
+	// AdapterParts splits the adapter's tensor bytes by what they are
+	// ("lora", "fc", "head"): the founding blog's 7.9 MiB for case 2 is
+	// LoRA + fc, with the head shared separately.
+	AdapterParts map[string]int64 `json:"adapter_parts,omitempty"`
 
 	TrainSeconds   float64 `json:"train_seconds"`
 	TrainImgPerSec float64 `json:"train_img_per_sec"`

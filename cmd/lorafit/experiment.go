@@ -119,11 +119,11 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	}
 	res := &report.Results{
 		StartedAt: started,
-		Command:   "lorafit experiment " + strings.Join(args, " "),
+		Command:   strings.TrimSpace("lorafit experiment " + strings.Join(args, " ")),
 		Environment: report.Env{Backend: backend.Resolve(f.backend), Threads: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(),
 			OS: runtime.GOOS, Arch: runtime.GOARCH, CPU: cpuModel()},
 		Weights: report.Weights{Spec: src.Spec, SHA256: src.SHA256, Random: src.Random, Note: note},
-		Data: report.Data{Name: trainSet.Name, Train: trainSet.Len(), Test: testSet.Len(), ImageSize: f.imageSize,
+		Data: report.Data{Name: datasetName(trainSet.Name), Train: trainSet.Len(), Test: testSet.Len(), ImageSize: f.imageSize,
 			Augment: f.augment, ClassNames: trainSet.ClassNames},
 		Budget: report.Budget{Epochs: f.epochs, Batch: f.batch, Optimizer: f.optimizer, LR: f.lr, Seed: f.seed},
 	}
@@ -132,7 +132,7 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if src.Registry != nil {
 		res.Weights.Name = src.Registry.Name
 	}
-	res.Title = fmt.Sprintf("LoRA fine-tuning of ResNet-50 on %s: the four cases", trainSet.Name)
+	res.Title = fmt.Sprintf("LoRA fine-tuning of ResNet-50 on %s: the four cases", res.Data.Name)
 	if src.Random {
 		res.Title += " (random-init backbone)"
 	}
@@ -154,6 +154,13 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "\nwrote %s (results.json, report.md, report.html, plots, adapters) in %s\n",
 		f.out, time.Since(started).Round(time.Second))
 	return nil
+}
+
+// datasetName drops the split from a dataset's name ("mnist/train[:2000]"
+// is "mnist"): the report names splits itself.
+func datasetName(name string) string {
+	base, _, _ := strings.Cut(name, "/")
+	return base
 }
 
 func orDefault(v, d int) int {
@@ -246,7 +253,15 @@ func runCase(ctx context.Context, b compute.Backend, n int, sd *checkpoint.State
 		return nil, 0, err
 	}
 	params := m.Params()
-	cr := &report.CaseResult{Case: n, Description: describe(spec), Trainable: params.Trainable, Total: params.Total}
+	cr := &report.CaseResult{Case: n, Description: describe(spec), Trainable: params.Trainable, Total: params.Total,
+		AdapterParts: map[string]int64{}}
+	for _, mp := range params.Modules {
+		part := mp.Kind // "lora"
+		if mp.Kind == "saved" {
+			part, _, _ = strings.Cut(mp.Module, ".") // "fc", "head"
+		}
+		cr.AdapterParts[part] += 4 * int64(mp.Params) // fp32
+	}
 	fmt.Fprintf(errOut, "\n== case %d: %s\n   %s\n", n, cr.Description, params)
 	cfg := train.Config{
 		Epochs: f.epochs, Batch: f.batch, LR: f.lr, Optimizer: f.optimizer, WeightDecay: f.weightDecay,
@@ -375,6 +390,10 @@ func printTable(w io.Writer, r *report.Results) {
 	row("test accuracy", func(c report.CaseResult) string { return fmt.Sprintf("%.4f", c.Accuracy) })
 	row("adapter (bytes)", func(c report.CaseResult) string { return commas(int(c.AdapterBytes)) })
 	row("adapter (MiB)", func(c report.CaseResult) string { return fmt.Sprintf("%.2f", float64(c.AdapterBytes)/(1<<20)) })
+	row("  LoRA+fc (bytes)", func(c report.CaseResult) string {
+		return commas(int(c.AdapterParts["lora"] + c.AdapterParts["fc"]))
+	})
+	row("  head (bytes)", func(c report.CaseResult) string { return commas(int(c.AdapterParts["head"])) })
 	row("train time (s)", func(c report.CaseResult) string { return fmt.Sprintf("%.0f", c.TrainSeconds) })
 	row("train img/s", func(c report.CaseResult) string { return fmt.Sprintf("%.0f", c.TrainImgPerSec) })
 	row("eval img/s", func(c report.CaseResult) string { return fmt.Sprintf("%.0f", c.EvalImgPerSec) })
