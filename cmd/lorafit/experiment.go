@@ -25,7 +25,6 @@ import (
 	"lorafit/data"
 	"lorafit/report"
 	"lorafit/train"
-	"lorafit/transforms"
 	"lorafit/weights"
 )
 
@@ -38,34 +37,19 @@ func init() {
 }
 
 type experimentFlags struct {
-	cases, weights, data, out, backend, optimizer string
-	epochs, batch, imageSize                      int
-	limitTrain, limitTest                         int
-	lr, weightDecay, labelSmoothing, warmup       float64
-	seed                                          uint64
-	quick, augment, resume                        bool
+	trainFlags
+	cases, weights, out, backend string
+	quick                        bool
 }
 
 func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	var f experimentFlags
+	f.trainFlags.register(fs)
 	fs.StringVar(&f.cases, "cases", "1,2,3,4", "which cases of the founding study to run")
 	fs.StringVar(&f.weights, "weights", "auto", "base weights: auto (cached or downloaded resnet50/IMAGENET1K_V2, else random init with a warning), a registry name, a file, or random[:SEED]")
-	fs.StringVar(&f.data, "data", "mnist", "mnist (built in), fashion-mnist (Debian's dataset-fashion-mnist), or an ImageFolder directory")
 	fs.StringVar(&f.out, "out", "", "output directory (default runs/<timestamp>)")
 	fs.StringVar(&f.backend, "backend", "", "GoMLX backend (default $GOMLX_BACKEND or go)")
-	fs.StringVar(&f.optimizer, "optimizer", "adam", "adam, adamw or sgd (momentum 0.9)")
-	fs.IntVar(&f.epochs, "epochs", 1, "epochs per case")
-	fs.IntVar(&f.batch, "batch", 64, "batch size")
-	fs.IntVar(&f.imageSize, "image-size", 28, "input side: 28 is MNIST's native size and what 2 CPU cores afford; 224 matches ImageNet pretraining (use a GPU)")
-	fs.IntVar(&f.limitTrain, "limit-train", 0, "use only the first N training images (0: all)")
-	fs.IntVar(&f.limitTest, "limit-test", 0, "use only the first N test images (0: all)")
-	fs.Float64Var(&f.lr, "lr", 1e-3, "peak learning rate")
-	fs.Float64Var(&f.weightDecay, "weight-decay", 0, "weight decay (decoupled for adamw)")
-	fs.Float64Var(&f.labelSmoothing, "label-smoothing", 0, "label smoothing ε")
-	fs.Float64Var(&f.warmup, "warmup", 0.05, "fraction of steps with linear warmup before the cosine decay")
-	fs.Uint64Var(&f.seed, "seed", 0, "seed for init, data order and augmentation")
 	fs.BoolVar(&f.quick, "quick", false, "a quick run: 2,000 training and 1,000 test images")
-	fs.BoolVar(&f.augment, "augment", false, "random shifts of up to ±2 pixels")
 	fs.BoolVar(&f.resume, "resume", false, "continue an interrupted run in --out: finished cases are kept, the interrupted one resumes from its checkpoint")
 	rest, err := parse(fs, args)
 	if err != nil {
@@ -103,17 +87,10 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 		banner := fmt.Sprintf("WARNING: the backbone is randomly initialized (%s): %s. Accuracies are not comparable to the founding study's, which fine-tuned ImageNet weights.", src, note)
 		fmt.Fprintln(errOut, banner)
 	}
-	trainSet, testSet, err := data.Load(f.data, data.Options{Size: f.imageSize, Seed: f.seed})
+	trainSet, testSet, err := f.loadData()
 	if err != nil {
 		return err
 	}
-	if f.limitTrain > 0 && f.limitTrain < trainSet.Len() {
-		trainSet = trainSet.Subset(f.limitTrain)
-	}
-	if f.limitTest > 0 && f.limitTest < testSet.Len() {
-		testSet = testSet.Subset(f.limitTest)
-	}
-	slog.Info("data", "name", trainSet.Name, "train", trainSet.Len(), "test", testSet.Len(), "classes", trainSet.NumClasses())
 	if err := os.MkdirAll(f.out, 0o755); err != nil {
 		return err
 	}
@@ -154,6 +131,27 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "\nwrote %s (results.json, report.md, report.html, plots, adapters) in %s\n",
 		f.out, time.Since(started).Round(time.Second))
 	return nil
+}
+
+// writeJSON writes v indented, atomically (temp file + rename).
+func writeJSON(path string, v any) error {
+	raw, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(raw, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 // datasetName drops the split from a dataset's name ("mnist/train[:2000]"
@@ -263,52 +261,16 @@ func runCase(ctx context.Context, b compute.Backend, n int, sd *checkpoint.State
 		cr.AdapterParts[part] += 4 * int64(mp.Params) // fp32
 	}
 	fmt.Fprintf(errOut, "\n== case %d: %s\n   %s\n", n, cr.Description, params)
-	cfg := train.Config{
-		Epochs: f.epochs, Batch: f.batch, LR: f.lr, Optimizer: f.optimizer, WeightDecay: f.weightDecay,
-		Warmup: f.warmup, LabelSmoothing: f.labelSmoothing, Seed: f.seed, ImageSize: f.imageSize,
-		Mean: transforms.ImageNetMean, Std: transforms.ImageNetStd, Augment: f.augment,
-		Checkpoint: filepath.Join(dir, "checkpoint.safetensors"), Resume: f.resume, Progress: errOut,
-	}
-	tr, err := train.New(b, m, cfg)
-	if err != nil {
-		return nil, 0, err
-	}
-	fit, err := tr.Fit(ctx, trainSet)
-	if err != nil {
+	if err := f.fitAndSave(ctx, b, m, src, trainSet, testSet, dir, cr); err != nil {
 		if errors.Is(err, train.ErrInterrupted) {
 			return nil, 0, fmt.Errorf("%w\n  continue with: lorafit experiment --resume --out %s (and the same flags)", err, f.out)
 		}
 		return nil, 0, err
 	}
-	cr.History, cr.TrainSeconds, cr.TrainImgPerSec = fit.History, fit.Seconds, fit.ImgPerSec
-	ev, err := train.Evaluate(ctx, b, m, testSet, cfg)
-	if err != nil {
+	cr.AdapterDir = filepath.Join(filepath.Base(dir), "adapter") // relative to the report
+	if err := writeJSON(resultFile, cr); err != nil {
 		return nil, 0, err
 	}
-	cr.Accuracy, cr.MeanLoss, cr.PerClassAccuracy, cr.Confusion, cr.EvalImgPerSec = ev.Accuracy, ev.MeanLoss, ev.PerClass, ev.Confusion, ev.ImgPerSec
-	adapterDir := filepath.Join(dir, "adapter")
-	info := classifier.Info{
-		Base:       classifier.BaseInfo{Arch: base.Config.Arch, Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Config.NumClasses},
-		ClassNames: trainSet.ClassNames, ImageSize: f.imageSize, Mean: transforms.ImageNetMean, Std: transforms.ImageNetStd,
-		Dataset: trainSet.Name, Metrics: map[string]any{"accuracy": ev.Accuracy, "mean_loss": ev.MeanLoss, "test_images": ev.N},
-	}
-	if err := m.SaveAdapter(adapterDir, info, checkpoint.F32); err != nil {
-		return nil, 0, err
-	}
-	st, err := os.Stat(filepath.Join(adapterDir, classifier.WeightsFile))
-	if err != nil {
-		return nil, 0, err
-	}
-	cr.AdapterDir, cr.AdapterBytes = filepath.Join(filepath.Base(dir), "adapter"), st.Size()
-	raw, err := json.MarshalIndent(cr, "", "  ")
-	if err != nil {
-		return nil, 0, err
-	}
-	if err := os.WriteFile(resultFile, raw, 0o644); err != nil {
-		return nil, 0, err
-	}
-	_ = os.Remove(cfg.Checkpoint) // the adapter is the result now
-	fmt.Fprintf(errOut, "   test accuracy %.4f, adapter %s bytes, %.0f s\n", ev.Accuracy, commas(int(cr.AdapterBytes)), fit.Seconds)
 	return cr, fullBytes, nil
 }
 

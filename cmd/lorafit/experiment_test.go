@@ -93,3 +93,31 @@ func TestExperimentDeterministic(t *testing.T) {
 		t.Errorf("two runs with the same seed differ:\n%s\n%s", ja, jb)
 	}
 }
+
+// TestTrainVerb: one adaptation trained on a small MNIST sample gives an
+// adapter predict can use, and a result.json with the test accuracy.
+func TestTrainVerb(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	code, stdout, stderr := lorafit(t, "train", "--weights", fixture, "--case", "3", "--rank", "2",
+		"--limit-train", "256", "--limit-test", "100", "--batch", "32", "--epochs", "2", "--out", out)
+	if code != 0 || !strings.Contains(stdout, "test accuracy") {
+		t.Fatalf("exit %d: %s\n%s", code, stdout, stderr)
+	}
+	var cr report.CaseResult
+	raw, err := os.ReadFile(filepath.Join(out, "result.json"))
+	if err != nil || json.Unmarshal(raw, &cr) != nil || len(cr.Confusion) != 10 || len(cr.History) == 0 {
+		t.Fatalf("result.json: %v %s", err, raw)
+	}
+	if _, err := os.Stat(filepath.Join(out, "checkpoint.safetensors")); err == nil {
+		t.Error("the checkpoint was left behind after the adapter was saved")
+	}
+	if code, _, stderr := lorafit(t, "predict", "--weights", fixture, "--adapter", filepath.Join(out, "adapter"),
+		"--image-size", "28", "testdata/mnist_test1_label2.png"); code != 0 {
+		t.Errorf("predict with the trained adapter: %s", stderr)
+	}
+	// The base already outputs 10 classes here; a 1000-class base would need a head.
+	code, _, stderr = lorafit(t, "train", "--weights", "random", "--case", "2", "--head", "none", "--limit-train", "64", "--out", out)
+	if code != 2 || !strings.Contains(stderr, "--replace-fc") {
+		t.Errorf("1000 outputs for 10 classes: exit %d, %s", code, stderr)
+	}
+}
