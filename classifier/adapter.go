@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"lorafit/checkpoint"
@@ -222,7 +223,7 @@ func (a *Adapter) Apply(m *Model) error {
 		switch {
 		case t == nil:
 			problems = append(problems, fmt.Sprintf("missing %q", e.Key))
-		case !sameShape(t.Shape, e.Shape):
+		case !slices.Equal(t.Shape, e.Shape):
 			problems = append(problems, fmt.Sprintf("%q: expected shape %v, found %v", e.Key, e.Shape, t.Shape))
 		}
 	}
@@ -248,16 +249,4 @@ func (a *Adapter) Apply(m *Model) error {
 	}
 	m.setTrainable()
 	return nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -124,7 +124,7 @@ func (m *Model) isSaved(module string) bool {
 type Entry struct {
 	Key    string
 	Shape  []int // PyTorch shape
-	Layout Layout
+	Layout nn.Layout
 	Kind   string // "base", "lora", "saved" (modules_to_save) or "buffer"
 }
 
@@ -140,7 +140,7 @@ func (m *Model) Entries() []Entry {
 				p.Shape = []int{m.Spec.NumClasses}
 			}
 		}
-		e := Entry{Key: p.Name, Shape: p.Shape, Layout: layoutOf(p.Kind), Kind: "base"}
+		e := Entry{Key: p.Name, Shape: p.Shape, Layout: p.Kind.Layout(), Kind: "base"}
 		switch {
 		case p.Kind.IsBuffer():
 			e.Kind = "buffer"
@@ -151,14 +151,14 @@ func (m *Model) Entries() []Entry {
 	}
 	for _, h := range m.Head {
 		es = append(es,
-			Entry{Key: h.Name + ".weight", Shape: []int{h.Out, h.In}, Layout: LinearLayout, Kind: "saved"},
-			Entry{Key: h.Name + ".bias", Shape: []int{h.Out}, Layout: Plain, Kind: "saved"})
+			Entry{Key: h.Name + ".weight", Shape: []int{h.Out, h.In}, Layout: nn.LinearLayout, Kind: "saved"},
+			Entry{Key: h.Name + ".bias", Shape: []int{h.Out}, Layout: nn.Plain, Kind: "saved"})
 	}
 	for _, t := range m.Targets {
 		a, b := t.Shapes()
-		la, lb := ConvLayout, LinearLayout
+		la, lb := nn.ConvLayout, nn.LinearLayout
 		if t.Module.Type == nn.Linear {
-			la = LinearLayout
+			la = nn.LinearLayout
 		}
 		es = append(es,
 			Entry{Key: t.Module.Name + ".lora_A.weight", Shape: a, Layout: la, Kind: "lora"},
@@ -222,7 +222,7 @@ func (m *Model) Init(seed uint64) error {
 // set stores PyTorch-layout values into the entry's variable, creating or
 // replacing it (a replaced fc changes shape).
 func (m *Model) set(e Entry, torch []float32) error {
-	vals, dims := e.Layout.toStore(torch, e.Shape)
+	vals, dims := e.Layout.ToStore(torch, e.Shape)
 	path := resnet.VarPath(e.Key)
 	store := m.Base.Store
 	if v := store.GetVariable(path); v != nil {
@@ -247,10 +247,10 @@ func (m *Model) get(e Entry) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.Layout == Plain && len(e.Shape) == 0 && strings.HasSuffix(e.Key, "num_batches_tracked") {
+	if e.Layout == nn.Plain && len(e.Shape) == 0 && strings.HasSuffix(e.Key, "num_batches_tracked") {
 		return []float32{float32(tensors.MustCopyFlatData[int64](t)[0])}, nil
 	}
-	return e.Layout.toTorch(tensors.MustCopyFlatData[float32](t), e.Shape), nil
+	return e.Layout.ToTorch(tensors.MustCopyFlatData[float32](t), e.Shape), nil
 }
 
 func (m *Model) setTrainable() {

@@ -3,6 +3,8 @@ package classifier
 import (
 	"fmt"
 	"strings"
+
+	"lorafit/report"
 )
 
 // ModuleParams is one line of the per-module breakdown.
@@ -56,17 +58,5 @@ func (m *Model) Params() ParamReport {
 // String is PEFT's one-line summary.
 func (r ParamReport) String() string {
 	return fmt.Sprintf("trainable params: %s || all params: %s || trainable%%: %.4f",
-		commas(r.Trainable), commas(r.Total), 100*float64(r.Trainable)/float64(r.Total))
-}
-
-func commas(n int) string {
-	s := fmt.Sprint(n)
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
+		report.Thousands(int64(r.Trainable)), report.Thousands(int64(r.Total)), 100*float64(r.Trainable)/float64(r.Total))
 }

@@ -89,7 +89,7 @@ func TestPEFTParity(t *testing.T) {
 			}
 			for i, k := range keys {
 				e := entries[k]
-				got := e.Layout.toTorch(tensors.MustCopyFlatData[float32](outs[i+1]), e.Shape)
+				got := e.Layout.ToTorch(tensors.MustCopyFlatData[float32](outs[i+1]), e.Shape)
 				if d := maxRelDiff(got, f.Grads[k]); d > 1e-4 {
 					t.Errorf("d/d %s differs by %.2g", k, d)
 				}

@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
@@ -82,19 +83,7 @@ func TestLayoutRoundTrip(t *testing.T) {
 		t.Fatalf("conv layout: got %g at [0,3,2,1], want %g", moved[at], want)
 	}
 	m := TransposeMatrix([]float32{1, 2, 3, 4, 5, 6}, 2, 3)
-	if want := []float32{1, 4, 2, 5, 3, 6}; !equal(m, want) {
+	if want := []float32{1, 4, 2, 5, 3, 6}; !slices.Equal(m, want) {
 		t.Fatalf("TransposeMatrix = %v, want %v", m, want)
 	}
-}
-
-func equal(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -152,8 +152,8 @@ func mainTable(r *Results, cases []CaseResult) *table {
 		t.Head = append(t.Head, caseName(c.Case))
 		cells := []string{
 			orNone(c.Description),
-			thousands(int64(c.Trainable)),
-			thousands(int64(c.Total)),
+			Thousands(int64(c.Trainable)),
+			Thousands(int64(c.Total)),
 			percent(ratio(int64(c.Trainable), int64(c.Total))),
 			percent(c.Accuracy),
 			fixed(c.MeanLoss, 4),
@@ -219,7 +219,7 @@ func perClassTable(r *Results, cases []CaseResult) *table {
 		if support != nil {
 			s := none
 			if i < len(support) {
-				s = thousands(int64(support[i]))
+				s = Thousands(int64(support[i]))
 			}
 			rw.Cells = append(rw.Cells, s)
 		}
@@ -255,8 +255,8 @@ func setupGroups(r *Results) []group {
 	}
 	data := []fact{
 		{Label: "dataset", Value: orNone(da.Name)},
-		{Label: "train images", Value: thousands(int64(da.Train))},
-		{Label: "test images", Value: thousands(int64(da.Test))},
+		{Label: "train images", Value: Thousands(int64(da.Train))},
+		{Label: "test images", Value: Thousands(int64(da.Test))},
 		{Label: "image size", Value: size},
 		{Label: "augmentation", Value: yesNo[da.Augment]},
 	}

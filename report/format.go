@@ -13,8 +13,8 @@ import (
 // none stands for a value that was not measured.
 const none = "—"
 
-// thousands writes n with comma separators: 2733810 → "2,733,810".
-func thousands(n int64) string {
+// Thousands writes n with comma separators: 2733810 → "2,733,810".
+func Thousands(n int64) string {
 	s := strconv.FormatInt(n, 10)
 	neg := n < 0
 	if neg {
@@ -52,7 +52,7 @@ func thousandsOrNone(b int64) string {
 	if b <= 0 {
 		return none
 	}
-	return thousands(b)
+	return Thousands(b)
 }
 
 // bytesAndMiB writes "10,936,960 B (10.43 MiB)".
@@ -60,7 +60,7 @@ func bytesAndMiB(b int64) string {
 	if b <= 0 {
 		return none
 	}
-	return thousands(b) + " B (" + mib(b) + ")"
+	return Thousands(b) + " B (" + mib(b) + ")"
 }
 
 // percent writes a fraction in [0,1] as a percentage with 2 decimals, or

@@ -264,11 +264,11 @@ func TestWriteErrors(t *testing.T) {
 
 func TestFormat(t *testing.T) {
 	for _, c := range []struct{ got, want string }{
-		{thousands(0), "0"},
-		{thousands(999), "999"},
-		{thousands(1000), "1,000"},
-		{thousands(2733810), "2,733,810"},
-		{thousands(-1234567), "-1,234,567"},
+		{Thousands(0), "0"},
+		{Thousands(999), "999"},
+		{Thousands(1000), "1,000"},
+		{Thousands(2733810), "2,733,810"},
+		{Thousands(-1234567), "-1,234,567"},
 		{mib(102_760_904), "98.00 MiB"},
 		{bytesAndMiB(1 << 20), "1,048,576 B (1.00 MiB)"},
 		{bytesAndMiB(0), none},

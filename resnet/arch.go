@@ -93,6 +93,17 @@ const (
 	BNCount // num_batches_tracked: an int64 scalar, kept so files round-trip
 )
 
+// Layout is how the entry is kept in the Store.
+func (k Kind) Layout() nn.Layout {
+	switch k {
+	case ConvWeight:
+		return nn.ConvLayout
+	case LinearWeight:
+		return nn.LinearLayout
+	}
+	return nn.Plain
+}
+
 // IsBuffer tells buffers (running stats) from parameters.
 func (k Kind) IsBuffer() bool { return k >= BNMean }
 

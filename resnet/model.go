@@ -2,6 +2,7 @@ package resnet
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -63,7 +64,7 @@ func (m *Model) Load(sd *checkpoint.StateDict, source string) error {
 			problems = append(problems, fmt.Sprintf("missing key %q", p.Name))
 			continue
 		}
-		if !equalShape(t.Shape, p.Shape) {
+		if !slices.Equal(t.Shape, p.Shape) {
 			problems = append(problems, fmt.Sprintf("key %q: expected shape %v, found %v", p.Name, p.Shape, t.Shape))
 		}
 	}
@@ -96,25 +97,15 @@ func (m *Model) Load(sd *checkpoint.StateDict, source string) error {
 
 // toVariable converts one state_dict tensor to the Store's layout and dtype.
 func toVariable(p Param, t *checkpoint.Tensor) (*tensors.Tensor, error) {
-	if p.Kind == BNCount {
-		vals, err := t.Float32s()
-		if err != nil {
-			return nil, err
-		}
-		return tensors.FromScalar(int64(vals[0])), nil
-	}
 	vals, err := t.Float32s()
 	if err != nil {
 		return nil, err
 	}
-	switch p.Kind {
-	case ConvWeight:
-		s := p.Shape
-		return tensors.FromFlatDataAndDimensions(nn.ConvWeightFromTorch(vals, s[0], s[1], s[2], s[3]), s[2], s[3], s[1], s[0]), nil
-	case LinearWeight:
-		return tensors.FromFlatDataAndDimensions(nn.TransposeMatrix(vals, p.Shape[0], p.Shape[1]), p.Shape[1], p.Shape[0]), nil
+	if p.Kind == BNCount {
+		return tensors.FromScalar(int64(vals[0])), nil
 	}
-	return tensors.FromFlatDataAndDimensions(vals, p.Shape...), nil
+	v, dims := p.Kind.Layout().ToStore(vals, p.Shape)
+	return tensors.FromFlatDataAndDimensions(v, dims...), nil
 }
 
 // StateDict exports the weights in PyTorch layout under torchvision's keys,
@@ -139,13 +130,7 @@ func (m *Model) StateDict() (*checkpoint.StateDict, error) {
 			sd.Set(p.Name, t)
 			continue
 		}
-		vals := tensors.MustCopyFlatData[float32](value)
-		switch s := p.Shape; p.Kind {
-		case ConvWeight:
-			vals = nn.ConvWeightToTorch(vals, s[0], s[1], s[2], s[3])
-		case LinearWeight:
-			vals = nn.TransposeMatrix(vals, s[1], s[0])
-		}
+		vals := p.Kind.Layout().ToTorch(tensors.MustCopyFlatData[float32](value), p.Shape)
 		sd.Set(p.Name, checkpoint.FromFloat32(p.Shape, vals))
 	}
 	return sd, nil
@@ -259,18 +244,6 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 		c.Arch += "-w" + strconv.Itoa(c.Width)
 	}
 	return c, nil
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // summarize joins up to max problems and says how many more there are.

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,7 +17,6 @@ import (
 	"lorafit/backend"
 	"lorafit/checkpoint"
 	"lorafit/checkpoint/pth"
-	"lorafit/nn"
 )
 
 // fixture is what resnet/testdata/make_fixtures.py recorded from PyTorch.
@@ -120,13 +120,8 @@ func TestParityWithPyTorch(t *testing.T) {
 				params[p.Name] = p
 			}
 			for i, k := range keys {
-				got := tensors.MustCopyFlatData[float32](outs[i+1])
-				switch p := params[k]; p.Kind {
-				case ConvWeight:
-					got = nn.ConvWeightToTorch(got, p.Shape[0], p.Shape[1], p.Shape[2], p.Shape[3])
-				case LinearWeight:
-					got = nn.TransposeMatrix(got, p.Shape[1], p.Shape[0])
-				}
+				p := params[k]
+				got := p.Kind.Layout().ToTorch(tensors.MustCopyFlatData[float32](outs[i+1]), p.Shape)
 				assertClose(t, "d/d "+k, got, f.Grads[k], 1e-4)
 			}
 		})
@@ -149,7 +144,7 @@ func TestStateDictRoundTrip(t *testing.T) {
 	}
 	for _, name := range sd.Names {
 		a, b := sd.Get(name), out.Get(name)
-		if a.DType != b.DType || !equalShape(a.Shape, b.Shape) || string(a.Data) != string(b.Data) {
+		if a.DType != b.DType || !slices.Equal(a.Shape, b.Shape) || string(a.Data) != string(b.Data) {
 			t.Fatalf("%s: not bit-exact after Load → StateDict (%s%v vs %s%v)", name, a.DType, a.Shape, b.DType, b.Shape)
 		}
 	}
@@ -231,7 +226,7 @@ func TestTorchvisionArchs(t *testing.T) {
 				var shape []int
 				_ = json.Unmarshal(w.Keys[i][0], &name)
 				_ = json.Unmarshal(w.Keys[i][1], &shape)
-				if p.Name != name || !equalShape(p.Shape, shape) {
+				if p.Name != name || !slices.Equal(p.Shape, shape) {
 					t.Fatalf("entry %d: %s%v, torchvision has %s%v", i, p.Name, p.Shape, name, shape)
 				}
 			}

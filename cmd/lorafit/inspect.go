@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"lorafit/checkpoint"
+	"lorafit/report"
 	"lorafit/resnet"
 	"lorafit/weights"
 )
@@ -83,19 +84,4 @@ func runInspect(fs *flag.FlagSet, args []string, out io.Writer) error {
 }
 
 // commas formats 25557032 as 25,557,032.
-func commas(n int) string {
-	s := fmt.Sprint(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
+func commas(n int) string { return report.Thousands(int64(n)) }
