@@ -54,6 +54,7 @@ func Conv2D(x, w *Node, stride, padding int) *Node {
 	rows := liveTaps(kh, h, ho, stride, padding)
 	cols := liveTaps(kw, wi, wo, stride, padding)
 	x = padHW(x, padding, ScalarZero(x.Graph(), x.DType()))
+	allLive := len(rows) == kh && len(cols) == kw
 	var patches, weights []*Node
 	for _, i := range rows {
 		for _, j := range cols {
@@ -61,14 +62,22 @@ func Conv2D(x, w *Node, stride, padding int) *Node {
 				AxisRange(i, i+stride*(ho-1)+1).Stride(stride),
 				AxisRange(j, j+stride*(wo-1)+1).Stride(stride),
 				AxisRange()))
-			weights = append(weights, Slice(w, AxisElem(i), AxisElem(j), AxisRange(), AxisRange()))
+			if !allLive {
+				weights = append(weights, Slice(w, AxisElem(i), AxisElem(j), AxisRange(), AxisRange()))
+			}
 		}
 	}
-	var cols2d, w2d *Node
-	if len(patches) == 1 {
-		cols2d, w2d = patches[0], weights[0]
-	} else {
+	// Patches are laid out tap by tap, (i, j, c): exactly the order of w's
+	// [KH,KW,C,O] layout, so with every tap live w is used as is, unsliced.
+	cols2d, w2d := patches[0], w
+	if len(patches) > 1 {
 		cols2d = Concatenate(patches, 3)
+	}
+	switch {
+	case allLive:
+	case len(weights) == 1:
+		w2d = weights[0]
+	default:
 		w2d = Concatenate(weights, 2)
 	}
 	k := len(patches) * c
