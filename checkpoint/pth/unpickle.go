@@ -345,17 +345,7 @@ func (u *unpickler) step(op byte) error {
 		u.push(d)
 
 	case opAppend, opAppends:
-		var items []any
-		var err error
-		if op == opAppend {
-			items, err = u.popN(1)
-		} else {
-			items, err = u.popMark()
-		}
-		if err != nil {
-			return err
-		}
-		t, err := u.top()
+		items, t, err := u.popInto(op == opAppends, 1)
 		if err != nil {
 			return err
 		}
@@ -365,17 +355,7 @@ func (u *unpickler) step(op byte) error {
 		}
 		l.items = append(l.items, items...)
 	case opSetItem, opSetItems:
-		var items []any
-		var err error
-		if op == opSetItem {
-			items, err = u.popN(2)
-		} else {
-			items, err = u.popMark()
-		}
-		if err != nil {
-			return err
-		}
-		t, err := u.top()
+		items, t, err := u.popInto(op == opSetItems, 2)
 		if err != nil {
 			return err
 		}
@@ -532,6 +512,22 @@ func (u *unpickler) popMark() ([]any, error) {
 	items := append([]any(nil), u.stack[m:]...)
 	u.stack = u.stack[:m]
 	return items, nil
+}
+
+// popInto pops the operands of APPEND/SETITEM (n values) or of their
+// multi-item forms APPENDS/SETITEMS (all down to the mark), and returns
+// them with the container they go into, now on top of the stack.
+func (u *unpickler) popInto(multi bool, n int) (items []any, container any, err error) {
+	if multi {
+		items, err = u.popMark()
+	} else {
+		items, err = u.popN(n)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	container, err = u.top()
+	return items, container, err
 }
 
 func (u *unpickler) put(idx uint32) error {
