@@ -31,8 +31,7 @@ func Evaluate(ctx context.Context, b compute.Backend, net *classifier.Model, d D
 	cfg.Defaults()
 	exec, err := model.NewExec(b, net.Base.Store, func(_ *model.Scope, x, labels *Node) (*Node, *Node) {
 		logits := net.Logits(x)
-		perSample := Neg(ReduceSum(Mul(OneHot(labels, logits.Shape().Dimensions[1], logits.DType()), LogSoftmax(logits, 1)), 1))
-		return ArgMax(logits, 1, dtypes.Int32), perSample
+		return ArgMax(logits, 1, dtypes.Int32), crossEntropyPerSample(logits, labels, 0)
 	})
 	if err != nil {
 		return nil, err

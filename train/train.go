@@ -233,12 +233,17 @@ func (t *Trainer) stepGraph(scope *model.Scope, x, labels, lr, stepNum, rng *Nod
 // labels [N], with label smoothing ε (target (1-ε)·onehot + ε/C), as
 // torch.nn.CrossEntropyLoss(label_smoothing=ε) computes it.
 func CrossEntropy(logits, labels *Node, smoothing float64) *Node {
+	return ReduceAllMean(crossEntropyPerSample(logits, labels, smoothing))
+}
+
+// crossEntropyPerSample is CrossEntropy before the mean: [N].
+func crossEntropyPerSample(logits, labels *Node, smoothing float64) *Node {
 	classes := logits.Shape().Dimensions[1]
 	target := OneHot(labels, classes, logits.DType())
 	if smoothing > 0 {
 		target = AddScalar(MulScalar(target, 1-smoothing), smoothing/float64(classes))
 	}
-	return Neg(ReduceAllMean(ReduceSum(Mul(target, LogSoftmax(logits, 1)), 1)))
+	return Neg(ReduceSum(Mul(target, LogSoftmax(logits, 1)), 1))
 }
 
 func numCorrect(logits, labels *Node) *Node {

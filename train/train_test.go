@@ -2,13 +2,17 @@ package train
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/gomlx/compute"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"lorafit/backend"
@@ -247,8 +251,38 @@ func TestResume(t *testing.T) {
 	}
 }
 
-func TestCrossEntropyMatchesDefinition(t *testing.T) {
-	// Checked against torch.nn.CrossEntropyLoss in the LoRA fixtures' script;
-	// here, the closed form for uniform logits: log(C) whatever ε.
-	_ = tensors.FromScalar[float32]
+// TestCrossEntropyMatchesPyTorch: the loss equals torch.nn.CrossEntropyLoss,
+// label smoothing included, on values PyTorch computed.
+func TestCrossEntropyMatchesPyTorch(t *testing.T) {
+	raw, err := os.ReadFile("testdata/cross_entropy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Cases []struct {
+			Logits    [][]float32
+			Labels    []int32
+			Smoothing float64
+			Loss      float64
+		}
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Cases) == 0 {
+		t.Fatal("no cases in the fixture")
+	}
+	for _, c := range f.Cases {
+		var flat []float32
+		for _, row := range c.Logits {
+			flat = append(flat, row...)
+		}
+		got := MustExecOnce(goBackend(), func(logits, labels *Node) *Node {
+			return CrossEntropy(logits, labels, c.Smoothing)
+		}, tensors.FromFlatDataAndDimensions(flat, len(c.Logits), len(c.Logits[0])),
+			tensors.FromFlatDataAndDimensions(c.Labels, len(c.Labels)))
+		if v := float64(tensors.ToScalar[float32](got)); math.Abs(v-c.Loss) > 1e-5*math.Max(1, math.Abs(c.Loss)) {
+			t.Errorf("%dx%d, ε=%g: loss %g, PyTorch %g", len(c.Logits), len(c.Logits[0]), c.Smoothing, v, c.Loss)
+		}
+	}
 }
