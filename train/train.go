@@ -197,36 +197,48 @@ func (t *Trainer) stepGraph(scope *model.Scope, x, labels, lr, stepNum, rng *Nod
 	}
 	grads := Gradient(loss, params...)
 	store := scope.Store()
-	c := t.cfg
 	for i, v := range t.vars {
-		w, grad := params[i], grads[i]
-		slot := func(name string) *model.Variable { return store.GetVariable(slotPath(name, v)) }
-		if c.WeightDecay > 0 && c.Optimizer != "adamw" {
-			grad = Add(grad, MulScalar(w, c.WeightDecay))
+		vars := make([]*model.Variable, len(t.slots()))
+		slots := make([]*Node, len(vars))
+		for j, name := range t.slots() {
+			vars[j] = store.GetVariable(slotPath(name, v))
+			slots[j] = vars[j].NodeValue(g)
 		}
-		var update *Node
-		switch c.Optimizer {
-		case "sgd": // PyTorch's SGD: buf = μ·buf + g; w -= lr·buf
-			buf := Add(MulScalar(slot("momentum").NodeValue(g), c.Momentum), grad)
-			slot("momentum").SetNodeValue(buf)
-			update = Mul(buf, lr)
-		default: // Adam(W) with PyTorch's defaults β=(0.9, 0.999), ε=1e-8
-			const b1, b2, eps = 0.9, 0.999, 1e-8
-			m := Add(MulScalar(slot("m").NodeValue(g), b1), MulScalar(grad, 1-b1))
-			vv := Add(MulScalar(slot("v").NodeValue(g), b2), MulScalar(Square(grad), 1-b2))
-			slot("m").SetNodeValue(m)
-			slot("v").SetNodeValue(vv)
-			c1 := OneMinus(Pow(Scalar(g, dtypes.Float32, b1), stepNum))
-			c2 := OneMinus(Pow(Scalar(g, dtypes.Float32, b2), stepNum))
-			update = Div(Div(m, c1), AddScalar(Sqrt(Div(vv, c2)), eps))
-			update = Mul(update, lr)
-			if c.Optimizer == "adamw" && c.WeightDecay > 0 {
-				update = Add(update, Mul(MulScalar(w, c.WeightDecay), lr))
-			}
+		w, slots := OptimizerStep(t.cfg, params[i], grads[i], slots, lr, stepNum)
+		v.SetNodeValue(w)
+		for j := range vars {
+			vars[j].SetNodeValue(slots[j])
 		}
-		v.SetNodeValue(Sub(w, update))
 	}
 	return loss, correct
+}
+
+// OptimizerStep updates one weight w given its gradient, as torch.optim's
+// Adam, AdamW and SGD do: slots are the optimizer's state for w (SGD: the
+// momentum buffer; Adam: m and v), lr the learning rate and stepNum the
+// 1-based step, for Adam's bias correction. It returns the new weight and
+// slots.
+func OptimizerStep(c Config, w, grad *Node, slots []*Node, lr, stepNum *Node) (*Node, []*Node) {
+	g := w.Graph()
+	if c.WeightDecay > 0 && c.Optimizer != "adamw" {
+		grad = Add(grad, MulScalar(w, c.WeightDecay)) // L2, as torch's weight_decay
+	}
+	switch c.Optimizer {
+	case "sgd": // buf = μ·buf + g; w -= lr·buf
+		buf := Add(MulScalar(slots[0], c.Momentum), grad)
+		return Sub(w, Mul(buf, lr)), []*Node{buf}
+	}
+	// Adam(W) with PyTorch's defaults β=(0.9, 0.999), ε=1e-8.
+	const b1, b2, eps = 0.9, 0.999, 1e-8
+	m := Add(MulScalar(slots[0], b1), MulScalar(grad, 1-b1))
+	v := Add(MulScalar(slots[1], b2), MulScalar(Square(grad), 1-b2))
+	c1 := OneMinus(Pow(Scalar(g, dtypes.Float32, b1), stepNum))
+	c2 := OneMinus(Pow(Scalar(g, dtypes.Float32, b2), stepNum))
+	update := Mul(Div(Div(m, c1), AddScalar(Sqrt(Div(v, c2)), eps)), lr)
+	if c.Optimizer == "adamw" && c.WeightDecay > 0 { // decoupled: w -= lr·wd·w
+		update = Add(update, Mul(MulScalar(w, c.WeightDecay), lr))
+	}
+	return Sub(w, update), []*Node{m, v}
 }
 
 // CrossEntropy is the mean cross-entropy of logits [N,C] against integer

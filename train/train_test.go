@@ -286,3 +286,63 @@ func TestCrossEntropyMatchesPyTorch(t *testing.T) {
 		}
 	}
 }
+
+// TestOptimizerStepMatchesPyTorch follows a weight through five steps of
+// torch.optim Adam, Adam with L2 weight decay, AdamW and SGD with momentum,
+// with the learning rate changing every step, as a schedule does.
+func TestOptimizerStepMatchesPyTorch(t *testing.T) {
+	raw, err := os.ReadFile("testdata/optimizer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		W0    []float32
+		Grads [][]float32
+		LRs   []float32
+		Runs  []struct {
+			Name, Optimizer string
+			WeightDecay     float64 `json:"weight_decay"`
+			Momentum        float64
+			Trajectory      [][]float32
+		}
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Runs) != 4 {
+		t.Fatalf("%d runs in the fixture", len(f.Runs))
+	}
+	for _, run := range f.Runs {
+		t.Run(run.Name, func(t *testing.T) {
+			c := Config{Optimizer: run.Optimizer, WeightDecay: run.WeightDecay, Momentum: run.Momentum}
+			nSlots := 2
+			if c.Optimizer == "sgd" {
+				nSlots = 1
+			}
+			step := MustNewExec(goBackend(), func(in []*Node) []*Node {
+				w, slots := OptimizerStep(c, in[0], in[1], in[4:], in[2], in[3])
+				return append([]*Node{w}, slots...)
+			})
+			w := tensors.FromFlatDataAndDimensions(f.W0, 3, 4)
+			slots := make([]any, nSlots)
+			for i := range slots {
+				slots[i] = tensors.FromFlatDataAndDimensions(make([]float32, 12), 3, 4)
+			}
+			for k, g := range f.Grads {
+				args := append([]any{w, tensors.FromFlatDataAndDimensions(g, 3, 4),
+					tensors.FromScalar(f.LRs[k]), tensors.FromScalar(float32(k + 1))}, slots...)
+				out := step.MustExec(args...)
+				w = out[0]
+				for i := range slots {
+					slots[i] = out[1+i]
+				}
+				got, want := tensors.MustCopyFlatData[float32](w), run.Trajectory[k]
+				for i := range want {
+					if math.Abs(float64(got[i]-want[i])) > 1e-6*math.Max(1, math.Abs(float64(want[i]))) {
+						t.Fatalf("step %d: w[%d] = %.8g, PyTorch %.8g", k+1, i, got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}
