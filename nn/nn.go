@@ -58,10 +58,7 @@ func Conv2D(x, w *Node, stride, padding int) *Node {
 	var patches, weights []*Node
 	for _, i := range rows {
 		for _, j := range cols {
-			patches = append(patches, Slice(x, AxisRange(),
-				AxisRange(i, i+stride*(ho-1)+1).Stride(stride),
-				AxisRange(j, j+stride*(wo-1)+1).Stride(stride),
-				AxisRange()))
+			patches = append(patches, sliceHW(x, i, j, stride, ho, wo))
 			if !allLive {
 				weights = append(weights, Slice(w, AxisElem(i), AxisElem(j), AxisRange(), AxisRange()))
 			}
@@ -83,6 +80,21 @@ func Conv2D(x, w *Node, stride, padding int) *Node {
 	k := len(patches) * c
 	y := MatMul(Reshape(cols2d, n*ho*wo, k), Reshape(w2d, k, o))
 	return Reshape(y, n, ho, wo, o)
+}
+
+// sliceHW takes the ho×wo window of x [N,H,W,C] starting at (i, j) with
+// the given stride. A window that is all of x is x itself: the backend
+// copies even a full-range slice (and its gradient pads one back), which
+// for a ResNet's 1×1 convs was a copy of every activation, both ways.
+func sliceHW(x *Node, i, j, stride, ho, wo int) *Node {
+	d := x.Shape().Dimensions
+	if i == 0 && j == 0 && stride == 1 && ho == d[1] && wo == d[2] {
+		return x
+	}
+	return Slice(x, AxisRange(),
+		AxisRange(i, i+stride*(ho-1)+1).Stride(stride),
+		AxisRange(j, j+stride*(wo-1)+1).Stride(stride),
+		AxisRange())
 }
 
 // padHW pads the two spatial axes of x [N,H,W,C] with fill.
@@ -132,10 +144,7 @@ func MaxPool2D(x *Node, k, stride, padding int) *Node {
 	var out *Node
 	for i := 0; i < k; i++ {
 		for j := 0; j < k; j++ {
-			s := Slice(x, AxisRange(),
-				AxisRange(i, i+stride*(ho-1)+1).Stride(stride),
-				AxisRange(j, j+stride*(wo-1)+1).Stride(stride),
-				AxisRange())
+			s := sliceHW(x, i, j, stride, ho, wo)
 			if out == nil {
 				out = s
 			} else {
