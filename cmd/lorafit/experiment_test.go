@@ -121,3 +121,30 @@ func TestTrainVerb(t *testing.T) {
 		t.Errorf("1000 outputs for 10 classes: exit %d, %s", code, stderr)
 	}
 }
+
+// TestPredictUsesAdapterInfo: an adapter trained on 28×28 digits is applied
+// at 28×28 with its own class names, without flags.
+func TestPredictUsesAdapterInfo(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	if code, _, stderr := lorafit(t, "train", "--weights", fixture, "--case", "4", "--limit-train", "64",
+		"--limit-test", "10", "--out", out); code != 0 {
+		t.Fatal(stderr)
+	}
+	code, stdout, stderr := lorafit(t, "predict", "--weights", fixture, "--adapter", filepath.Join(out, "adapter"),
+		"--json", "testdata/mnist_test0_label7.png")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	var p prediction
+	if err := json.Unmarshal([]byte(stdout), &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Top) == 0 || strings.HasPrefix(p.Top[0].Label, "class ") {
+		t.Errorf("labels are not the adapter's class names: %+v", p.Top)
+	}
+	// Same logits as asking for 28×28 explicitly: no resize happened.
+	if d := maxRel(predictLogits(t, "--weights", fixture, "--adapter", filepath.Join(out, "adapter"),
+		"testdata/mnist_test0_label7.png"), p.Logits); d != 0 {
+		t.Errorf("default input size is not the adapter's 28: logits differ by %g", d)
+	}
+}

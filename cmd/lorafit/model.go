@@ -16,6 +16,10 @@ import (
 type modelFlags struct {
 	weights, arch, backend, adapter string
 	download, allowMismatch         bool
+
+	// info is the loaded adapter's lorafit.json (nil without --adapter):
+	// image size, normalization and class names it was trained with.
+	info *classifier.Info
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
@@ -64,6 +68,7 @@ func (m *modelFlags) load(ctx context.Context) (*classifier.Model, *weights.Sour
 	if err := a.Apply(net); err != nil {
 		return nil, nil, err
 	}
+	m.info = &a.Info
 	slog.Info("model ready", "arch", base.Config.Describe(), "weights", src.String(), "adapter", m.adapter,
 		"lora_modules", len(net.Targets), "head", net.Spec.Head.String())
 	return net, src, nil

@@ -42,7 +42,7 @@ type classProb struct {
 func runPredict(fs *flag.FlagSet, args []string, out io.Writer) error {
 	var mf modelFlags
 	mf.register(fs)
-	size := fs.Int("image-size", 0, "network input side N; N×N images are used as is, others are resized and center-cropped (default: the weights' crop size, else 224)")
+	size := fs.Int("image-size", 0, "network input side N; N×N images are used as is, others are resized and center-cropped (default: the adapter's training size, else the weights' crop size, else 224)")
 	top := fs.Int("top", 5, "how many classes to print per image")
 	asJSON := fs.Bool("json", false, "print one JSON object per image, with the raw logits (before softmax)")
 	batch := fs.Int("batch", 16, "images per forward pass")
@@ -76,6 +76,10 @@ func runPredict(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if w := src.Registry; w != nil {
 		preset = transforms.Preset{CropSize: w.Transforms.CropSize, ResizeSize: w.Transforms.ResizeSize, Mean: w.Transforms.Mean, Std: w.Transforms.Std}
 	}
+	if info := mf.info; info != nil && info.ImageSize > 0 {
+		// The adapter's own training input: MNIST adapters see 28×28 digits.
+		preset = transforms.Preset{CropSize: info.ImageSize, ResizeSize: info.ImageSize, Mean: info.Mean, Std: info.Std}
+	}
 	if *size > 0 {
 		preset.ResizeSize = int(math.Round(float64(*size) * float64(preset.ResizeSize) / float64(preset.CropSize)))
 		preset.CropSize = *size
@@ -85,6 +89,9 @@ func runPredict(fs *flag.FlagSet, args []string, out io.Writer) error {
 		classes = net.Spec.NumClasses
 	}
 	labels := labelsFor(classes)
+	if info := mf.info; info != nil && len(info.ClassNames) == classes {
+		labels = info.ClassNames
+	}
 
 	inputs := make([][]float32, len(images))
 	for i, img := range decoded {
