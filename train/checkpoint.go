@@ -1,6 +1,7 @@
 package train
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -36,8 +37,13 @@ func (t *Trainer) save(path string) error {
 			}
 		}
 	}
+	history, err := json.Marshal(t.history)
+	if err != nil {
+		return err
+	}
 	meta := map[string]string{"lorafit.step": strconv.Itoa(t.step), "lorafit.optimizer": t.cfg.Optimizer,
-		"lorafit.seed": strconv.FormatUint(t.cfg.Seed, 10), "lorafit.batch": strconv.Itoa(t.cfg.Batch)}
+		"lorafit.seed": strconv.FormatUint(t.cfg.Seed, 10), "lorafit.batch": strconv.Itoa(t.cfg.Batch),
+		"lorafit.history": string(history), "lorafit.seconds": strconv.FormatFloat(t.seconds, 'g', -1, 64)}
 	return safetensors.Save(path, sd, meta)
 }
 
@@ -85,5 +91,10 @@ func (t *Trainer) load(path string) (bool, error) {
 		}
 	}
 	t.step = step
+	t.history = nil
+	if err := json.Unmarshal([]byte(meta["lorafit.history"]), &t.history); err != nil {
+		return false, fmt.Errorf("%s: lorafit.history: %w", path, err)
+	}
+	t.seconds, _ = strconv.ParseFloat(meta["lorafit.seconds"], 64)
 	return true, nil
 }

@@ -120,6 +120,10 @@ type Trainer struct {
 	vars    []*model.Variable // trainable, in path order (determinism)
 	exec    *model.Exec
 	step    int // optimizer steps done
+
+	// Carried through checkpoints, so a resumed run reports the whole run.
+	history []report.Point
+	seconds float64 // training wall time before this Fit
 }
 
 // New prepares training of net's trainable variables.
@@ -281,6 +285,8 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 		}
 		res.Resumed = ok
 	}
+	res.History = t.history
+	prior := t.seconds
 	if c.LimitSteps > 0 && c.LimitSteps < total {
 		total = c.LimitSteps
 	}
@@ -335,6 +341,8 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 			sumLoss, sumCorrect, sinceLast = 0, 0, 0
 		}
 		bar.update(t.step, loss, hits/float64(c.Batch), c.Batch)
+		t.history = res.History
+		t.seconds = prior + time.Since(start).Seconds()
 		endOfEpoch := t.step%perEpoch == 0
 		if c.Checkpoint != "" && (endOfEpoch || t.step == total || ctx.Err() != nil) {
 			if err := t.save(c.Checkpoint); err != nil {
@@ -347,7 +355,7 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 		}
 	}
 	bar.done()
-	res.Seconds = time.Since(start).Seconds()
+	res.Seconds = prior + time.Since(start).Seconds()
 	if res.Steps > 1 {
 		res.ImgPerSec = float64((res.Steps-1)*c.Batch) / time.Since(steadyStart).Seconds()
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -208,7 +209,7 @@ func (c *cancelAfter) Fill(idx []int, size int, mean, std [3]float32, rng *rand.
 // TestResume: a run interrupted mid-epoch and resumed from its checkpoint
 // ends with the same weights as an uninterrupted run.
 func TestResume(t *testing.T) {
-	want, _, err := fit(t, recipe, context.Background())
+	want, wantRes, err := fit(t, recipe, context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +237,9 @@ func TestResume(t *testing.T) {
 	}
 	if !res.Resumed || res.Steps != 12-8 {
 		t.Fatalf("resumed=%v, ran %d steps; want the remaining 4", res.Resumed, res.Steps)
+	}
+	if !slices.Equal(res.History, wantRes.History) {
+		t.Errorf("the resumed run's history is not the whole run's:\n%v\n%v", res.History, wantRes.History)
 	}
 	a, b := weightsOf(t, want), weightsOf(t, m2)
 	for _, k := range a.Names {
