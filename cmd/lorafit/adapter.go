@@ -52,7 +52,6 @@ func runAdapter(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	mf.adapter = ""
 	base, src, err := mf.load(context.Background())
 	if err != nil {
 		return err
