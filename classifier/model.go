@@ -43,8 +43,8 @@ func (m *Model) StartTraining(rngState *Node) { m.training, m.rng = true, rngSta
 func (m *Model) StopTraining() { m.training, m.rng = false, nil }
 
 // New checks spec against the base network: LoRA targets and
-// modules_to_save must name modules that exist. Call Init or LoadAdapter
-// next to create the adapter's weights.
+// modules_to_save must name modules that exist. Call Init (new weights) or
+// Adapter.Apply (saved ones) next to create the adapter's weights.
 func New(base *resnet.Model, spec Spec) (*Model, error) {
 	m := &Model{Base: base, Spec: spec, targets: map[string]lora.Target{}}
 	if (spec.Head != nil || spec.ReplaceFC) && spec.NumClasses <= 0 {
