@@ -5,9 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"lorafit/checkpoint"
+	"lorafit/classifier"
 	"lorafit/report"
 	"lorafit/resnet"
 	"lorafit/weights"
@@ -16,7 +19,7 @@ import (
 func init() {
 	verbs["inspect"] = verb{
 		summary: "list a checkpoint's tensors, its module tree with parameter counts, and totals",
-		usage:   "inspect [--json] FILE.pth|FILE.safetensors",
+		usage:   "inspect [--json] FILE.pth|FILE.safetensors|ADAPTER_DIR",
 		run:     runInspect,
 	}
 }
@@ -37,6 +40,13 @@ type inspectReport struct {
 	BufferValues int                 `json:"buffer_values"`
 	Tensors      []inspectTensor     `json:"tensors"`
 	Modules      []checkpoint.Module `json:"modules"`
+	Adapter      *adapterSummary     `json:"adapter,omitempty"`
+}
+
+// adapterSummary is what an adapter directory says about itself.
+type adapterSummary struct {
+	Spec classifier.Spec `json:"spec"`
+	Info classifier.Info `json:"lorafit"`
 }
 
 func runInspect(fs *flag.FlagSet, args []string, out io.Writer) error {
@@ -49,11 +59,20 @@ func runInspect(fs *flag.FlagSet, args []string, out io.Writer) error {
 		return usageErrorf("want exactly one FILE, got %d", len(files))
 	}
 	path := files[0]
+	var adapter *adapterSummary
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		a, err := classifier.ReadAdapter(path)
+		if err != nil {
+			return err
+		}
+		adapter = &adapterSummary{Spec: a.Spec, Info: a.Info}
+		path = filepath.Join(path, classifier.WeightsFile)
+	}
 	sd, info, err := weights.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	r := inspectReport{File: path, Format: info.Format, SHA256: info.SHA256, Entries: sd.Len(), Modules: checkpoint.Modules(sd)}
+	r := inspectReport{File: path, Format: info.Format, SHA256: info.SHA256, Entries: sd.Len(), Modules: checkpoint.Modules(sd), Adapter: adapter}
 	r.Params, r.BufferValues = checkpoint.Counts(sd)
 	if cfg, err := resnet.InferConfig(sd); err == nil {
 		r.Architecture = cfg.Describe()
@@ -70,6 +89,14 @@ func runInspect(fs *flag.FlagSet, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "%s: %s, %d entries, sha256 %s\n", r.File, r.Format, r.Entries, r.SHA256)
 	if r.Architecture != "" {
 		fmt.Fprintf(out, "architecture: %s\n", r.Architecture)
+	}
+	if a := r.Adapter; a != nil {
+		c := a.Spec.LoRA
+		fmt.Fprintf(out, "adapter: target_modules %q, r=%d, lora_alpha=%g, rslora=%v, modules_to_save %v\n",
+			c.TargetModules.String(), c.R, c.LoraAlpha, c.UseRSLora, c.ModulesToSave)
+		fmt.Fprintf(out, "  head %s, replace_fc %v, %d classes %v\n", a.Spec.Head, a.Spec.ReplaceFC, a.Info.NumClasses, a.Info.ClassNames)
+		fmt.Fprintf(out, "  base %s %s (sha256 %s), trained on %q at %d×%d, metrics %v\n", a.Info.Base.Arch,
+			a.Info.Base.Weights, a.Info.Base.SHA256, a.Info.Dataset, a.Info.ImageSize, a.Info.ImageSize, a.Info.Metrics)
 	}
 	fmt.Fprintf(out, "\ntensors:\n")
 	for _, t := range r.Tensors {

@@ -178,6 +178,11 @@ func TestAdapterWorkflow(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "trainable params:") {
 		t.Fatalf("adapter init: exit %d, %s %s", code, stdout, stderr)
 	}
+	code, stdout, stderr = lorafit(t, "inspect", adapter)
+	if code != 0 || !strings.Contains(stdout, `adapter: target_modules ".*\\.2\\.conv3", r=4`) ||
+		!strings.Contains(stdout, "base_model.model.layer1.2.conv3.lora_A.weight") {
+		t.Errorf("inspect on the adapter directory: exit %d\n%s%s", code, stdout, stderr)
+	}
 	adapted := predictLogits(t, "--weights", fixture, "--adapter", adapter, img)
 	plain := predictLogits(t, "--weights", fixture, img)
 	if len(adapted) != 10 || maxRel(adapted, plain) < 1e-3 {
