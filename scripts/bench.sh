@@ -5,12 +5,9 @@
 #
 #   scripts/bench.sh [SIZES]      SIZES: comma list, default 28 (224 takes minutes)
 set -euo pipefail
-export GOTOOLCHAIN=go1.27.3 GOEXPERIMENT=simd
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 sizes=${1:-28}
-if ! /usr/bin/python3 -c "import torch, torchvision" 2>/dev/null; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-torch python3-torchvision libopenblas0-pthread
-fi
+need_torch
 pattern="Forward/resnet50/($(echo "$sizes" | sed 's/,/|/g'))x"
 go_out=$(go test -run '^$' -bench "$pattern" -benchtime 10x ./resnet | grep img/s)
 go_out+=$'\n'$(go test -run '^$' -bench 'TrainStep' -benchtime 10x ./train | grep img/s)
