@@ -44,6 +44,12 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 		{"7x7 s2 p3 on 9x7", 9, 7, 7, 2, 3, 3},
 		{"1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 5},
 		{"1x1 s1 p0 on 3x3", 3, 3, 1, 1, 0, 5},
+		// From gatherMinChannels on, im2col is one Gather instead of slices.
+		{"gather: 3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 16},
+		{"gather: 3x3 s2 p1 on 5x4", 5, 4, 3, 2, 1, 16},
+		{"gather: 3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 16},
+		{"gather: 1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 16},
+		{"gather: 1x1 s1 p0 on 3x3 (no copy)", 3, 3, 1, 1, 0, 16},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			x := randTensor(rng, 2, tc.h, tc.w, tc.ci)
@@ -56,13 +62,36 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 			if !im2col.Shape().Equal(native.Shape()) {
 				t.Fatalf("shape %s, native %s", im2col.Shape(), native.Shape())
 			}
-			got, want := tensors.MustCopyFlatData[float32](im2col), tensors.MustCopyFlatData[float32](native)
-			for i := range want {
-				if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
-					t.Fatalf("element %d: %g, native %g", i, got[i], want[i])
-				}
+			assertNear(t, "output", im2col, native)
+			// Gradients w.r.t. input and weight (the im2col's backward is
+			// what training runs): against the native convolution's.
+			r := randTensor(rng, native.Shape().Dimensions...)
+			grads := func(conv func(x, w *Node) *Node) []*tensors.Tensor {
+				return MustExecOnceN(b, func(x, w, r *Node) []*Node {
+					return Gradient(ReduceAllSum(Mul(conv(x, w), r)), x, w)
+				}, x, w, r)
 			}
+			mine := grads(func(x, w *Node) *Node { return Conv2D(x, w, tc.s, tc.p) })
+			ref := grads(func(x, w *Node) *Node {
+				pad := [][2]int{{tc.p, tc.p}, {tc.p, tc.p}}
+				return Convolve(x, w).StridePerAxis(tc.s, tc.s).PaddingPerDim(pad).Done()
+			})
+			assertNear(t, "d/dx", mine[0], ref[0])
+			assertNear(t, "d/dw", mine[1], ref[1])
 		})
+	}
+}
+
+func assertNear(t *testing.T, what string, got, want *tensors.Tensor) {
+	t.Helper()
+	g, w := tensors.MustCopyFlatData[float32](got), tensors.MustCopyFlatData[float32](want)
+	if len(g) != len(w) {
+		t.Fatalf("%s: %d values, want %d", what, len(g), len(w))
+	}
+	for i := range w {
+		if math.Abs(float64(g[i]-w[i])) > 1e-4*(1+math.Abs(float64(w[i]))) {
+			t.Fatalf("%s: element %d: %g, native %g", what, i, g[i], w[i])
+		}
 	}
 }
 
