@@ -1,6 +1,7 @@
 // Package nn holds the few graph building blocks a torchvision CNN needs,
-// written for GoMLX's pure-Go backend: convolution as im2col + one matmul (the
-// backend's native convolution is ~20× slower), batch norm in inference mode
+// written for GoMLX's pure-Go backend: convolution as im2col (one Gather of
+// channel rows) + one matmul (the backend's native convolution is ~20×
+// slower), batch norm in inference mode
 // (frozen layers must not learn scale/offset), max pooling as a max over
 // strided slices, and a Linear layer. Tensors are NHWC inside the graph;
 // weights are in "matmul layout" (see ConvWeightFromTorch).
