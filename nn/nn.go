@@ -175,24 +175,20 @@ func BatchNormInference(x, gamma, beta, mean, variance *Node, eps float64) *Node
 func ReLU(x *Node) *Node { return Max(x, ZerosLike(x)) }
 
 // MaxPool2D takes the max over k×k windows of x [N,H,W,C] with the given
-// stride and -inf padding, as torch.nn.MaxPool2d does.
+// stride and -inf padding, as torch.nn.MaxPool2d does: the max over the
+// window's taps laid out by im2col.
 func MaxPool2D(x *Node, k, stride, padding int) *Node {
 	d := x.Shape().Dimensions
+	n, c := d[0], d[3]
 	ho := (d[1]+2*padding-k)/stride + 1
 	wo := (d[2]+2*padding-k)/stride + 1
 	x = padHW(x, padding, Infinity(x.Graph(), x.DType(), -1))
-	var out *Node
-	for i := 0; i < k; i++ {
-		for j := 0; j < k; j++ {
-			s := sliceHW(x, i, j, stride, ho, wo)
-			if out == nil {
-				out = s
-			} else {
-				out = Max(out, s)
-			}
-		}
+	taps := make([]int, k)
+	for i := range taps {
+		taps[i] = i
 	}
-	return out
+	cols := Reshape(im2col(x, taps, taps, stride, ho, wo), n*ho*wo, k*k, c)
+	return Reshape(ReduceMax(cols, 1), n, ho, wo, c)
 }
 
 // Dense computes x [N,I] · w [I,O] + b [O] (torch.nn.Linear); b may be nil.

@@ -82,6 +82,29 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 	}
 }
 
+// TestMaxPool2D checks both im2col paths against GoMLX's own pooling
+// (reduce-window), forward and backward.
+func TestMaxPool2D(t *testing.T) {
+	b, err := backend.New("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []int{4, 16} { // below and above gatherMinChannels
+		x := randTensor(rng, 2, 9, 8, c)
+		ref := func(x *Node) *Node {
+			return MaxPool(x).Window(3).Strides(2).PaddingPerDim([][2]int{{1, 1}, {1, 1}}).Done()
+		}
+		got := MustExecOnce(b, func(x *Node) *Node { return MaxPool2D(x, 3, 2, 1) }, x)
+		want := MustExecOnce(b, ref, x)
+		assertNear(t, "max pool", got, want)
+		gradOf := func(pool func(x *Node) *Node) *tensors.Tensor {
+			return MustExecOnce(b, func(x *Node) *Node { return Gradient(ReduceAllSum(Square(pool(x))), x)[0] }, x)
+		}
+		assertNear(t, "max pool d/dx", gradOf(func(x *Node) *Node { return MaxPool2D(x, 3, 2, 1) }), gradOf(ref))
+	}
+}
+
 func assertNear(t *testing.T, what string, got, want *tensors.Tensor) {
 	t.Helper()
 	g, w := tensors.MustCopyFlatData[float32](got), tensors.MustCopyFlatData[float32](want)
