@@ -71,6 +71,16 @@ func FromFloat32(shape []int, values []float32) *Tensor {
 	return t
 }
 
+// FromInt64 wraps int64 values as an I64 tensor: batch norm's
+// num_batches_tracked counters, kept so state_dicts round-trip.
+func FromInt64(shape []int, values []int64) *Tensor {
+	t := &Tensor{DType: I64, Shape: append([]int(nil), shape...), Data: make([]byte, 8*len(values))}
+	for i, v := range values {
+		binary.LittleEndian.PutUint64(t.Data[8*i:], uint64(v))
+	}
+	return t
+}
+
 // Float32s converts the values to float32, whatever the stored float or
 // integer dtype. Integers convert exactly up to 2^24.
 func (t *Tensor) Float32s() ([]float32, error) {

@@ -237,20 +237,13 @@ func (m *Model) set(e Entry, torch []float32) error {
 	return err
 }
 
-// get reads an entry's variable back in PyTorch layout.
+// get reads a float entry's variable back in PyTorch layout.
 func (m *Model) get(e Entry) ([]float32, error) {
-	v := m.Base.Store.GetVariable(resnet.VarPath(e.Key))
-	if v == nil {
-		return nil, fmt.Errorf("no variable for %q", e.Key)
-	}
-	t, err := v.Value()
+	t, err := resnet.ExportVariable(m.Base.Store, e.Key, e.Layout, e.Shape)
 	if err != nil {
 		return nil, err
 	}
-	if e.Layout == nn.Plain && len(e.Shape) == 0 && strings.HasSuffix(e.Key, "num_batches_tracked") {
-		return []float32{float32(tensors.MustCopyFlatData[int64](t)[0])}, nil
-	}
-	return e.Layout.ToTorch(tensors.MustCopyFlatData[float32](t), e.Shape), nil
+	return t.Float32s()
 }
 
 func (m *Model) setTrainable() {
@@ -320,20 +313,11 @@ func (m *Model) Logits(x *Node) *Node {
 func (m *Model) StateDict(entries []Entry) (*checkpoint.StateDict, error) {
 	sd := checkpoint.NewStateDict()
 	for _, e := range entries {
-		v, err := m.get(e)
+		t, err := resnet.ExportVariable(m.Base.Store, e.Key, e.Layout, e.Shape)
 		if err != nil {
 			return nil, err
 		}
-		if strings.HasSuffix(e.Key, "num_batches_tracked") {
-			t := &checkpoint.Tensor{DType: checkpoint.I64, Shape: []int{}, Data: make([]byte, 8)}
-			n := uint64(int64(v[0]))
-			for i := range 8 {
-				t.Data[i] = byte(n >> (8 * i))
-			}
-			sd.Set(e.Key, t)
-			continue
-		}
-		sd.Set(e.Key, checkpoint.FromFloat32(e.Shape, v))
+		sd.Set(e.Key, t)
 	}
 	return sd, nil
 }

@@ -34,12 +34,6 @@ func (t Target) Shapes() (a, b []int) {
 	return []int{t.R, m.In, m.Kernel, m.Kernel}, []int{m.Out, t.R, 1, 1}
 }
 
-// NumParams is the number of values in lora_A and lora_B.
-func (t Target) NumParams() int {
-	a, b := t.Shapes()
-	return prod(a) + prod(b)
-}
-
 // InitWeights returns lora_A and lora_B in PyTorch layout, initialized as
 // PEFT's init_lora_weights says (see Init).
 func (t Target) InitWeights(init Init, rng *rand.Rand) (a, b []float32) {

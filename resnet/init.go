@@ -33,7 +33,7 @@ func RandomStateDict(c Config, seed uint64) *checkpoint.StateDict {
 				vals[i] = 1
 			}
 		case BNCount:
-			sd.Set(p.Name, &checkpoint.Tensor{DType: checkpoint.I64, Shape: []int{}, Data: make([]byte, 8)})
+			sd.Set(p.Name, checkpoint.FromInt64(p.Shape, []int64{0}))
 			continue
 		}
 		sd.Set(p.Name, checkpoint.FromFloat32(p.Shape, vals))

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
@@ -113,27 +114,31 @@ func toVariable(p Param, t *checkpoint.Tensor) (*tensors.Tensor, error) {
 func (m *Model) StateDict() (*checkpoint.StateDict, error) {
 	sd := checkpoint.NewStateDict()
 	for _, p := range m.Config.Params() {
-		v := m.Store.GetVariable(VarPath(p.Name))
-		if v == nil {
-			return nil, fmt.Errorf("model has no weights for %q: Load was not called", p.Name)
-		}
-		value, err := v.Value()
+		t, err := ExportVariable(m.Store, p.Name, p.Kind.Layout(), p.Shape)
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", p.Name, err)
+			return nil, err
 		}
-		if p.Kind == BNCount {
-			n := tensors.MustCopyFlatData[int64](value)[0]
-			t := &checkpoint.Tensor{DType: checkpoint.I64, Shape: []int{}, Data: make([]byte, 8)}
-			for i := 0; i < 8; i++ {
-				t.Data[i] = byte(uint64(n) >> (8 * i))
-			}
-			sd.Set(p.Name, t)
-			continue
-		}
-		vals := p.Kind.Layout().ToTorch(tensors.MustCopyFlatData[float32](value), p.Shape)
-		sd.Set(p.Name, checkpoint.FromFloat32(p.Shape, vals))
+		sd.Set(p.Name, t)
 	}
 	return sd, nil
+}
+
+// ExportVariable reads the variable of a state_dict key back as a PyTorch
+// tensor of the given shape: float variables as F32 converted from the
+// Store's layout, int64 ones (num_batches_tracked) as I64.
+func ExportVariable(store *model.Store, key string, layout nn.Layout, shape []int) (*checkpoint.Tensor, error) {
+	v := store.GetVariable(VarPath(key))
+	if v == nil {
+		return nil, fmt.Errorf("model has no weights for %q: nothing was loaded into it", key)
+	}
+	value, err := v.Value()
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", key, err)
+	}
+	if value.DType() == dtypes.Int64 {
+		return checkpoint.FromInt64(shape, tensors.MustCopyFlatData[int64](value)), nil
+	}
+	return checkpoint.FromFloat32(shape, layout.ToTorch(tensors.MustCopyFlatData[float32](value), shape)), nil
 }
 
 // Freeze marks every variable as not trainable (gradients are then never
