@@ -1,4 +1,4 @@
-module lorafit
+module github.com/lorafit/lorafit
 
 go 1.27.3
 

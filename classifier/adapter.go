@@ -9,9 +9,9 @@ import (
 	"slices"
 	"strings"
 
-	"lorafit/checkpoint"
-	"lorafit/checkpoint/safetensors"
-	"lorafit/lora"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/safetensors"
+	"github.com/lorafit/lorafit/lora"
 )
 
 // File names of an adapter directory: PEFT's two, plus lorafit's sidecar.

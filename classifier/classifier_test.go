@@ -15,10 +15,10 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 
-	"lorafit/backend"
-	"lorafit/checkpoint"
-	"lorafit/checkpoint/pth"
-	"lorafit/lora"
+	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/pth"
+	"github.com/lorafit/lorafit/lora"
 )
 
 const baseFixture = "../resnet/testdata/resnet50_w4.pth"

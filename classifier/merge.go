@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint"
 )
 
 // MergedStateDict folds every LoRA update into its base weight

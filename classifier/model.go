@@ -11,10 +11,10 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 
-	"lorafit/checkpoint"
-	"lorafit/lora"
-	"lorafit/nn"
-	"lorafit/resnet"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/lora"
+	"github.com/lorafit/lorafit/nn"
+	"github.com/lorafit/lorafit/resnet"
 )
 
 // Model is a base ResNet adapted as a Spec says. Its variables live in the

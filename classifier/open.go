@@ -3,9 +3,9 @@ package classifier
 import (
 	"fmt"
 
-	"lorafit/checkpoint"
-	"lorafit/lora"
-	"lorafit/resnet"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/lora"
+	"github.com/lorafit/lorafit/resnet"
 )
 
 // FromStateDict builds a network from a full state_dict: a torchvision

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"lorafit/report"
+	"github.com/lorafit/lorafit/report"
 )
 
 // ModuleParams is one line of the per-module breakdown.

@@ -3,7 +3,7 @@ package classifier
 import (
 	"testing"
 
-	"lorafit/resnet"
+	"github.com/lorafit/lorafit/resnet"
 )
 
 // TestFoundingCases: the four presets on torchvision's ResNet-50 have the

@@ -10,8 +10,8 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 
-	"lorafit/resnet"
-	"lorafit/weights"
+	"github.com/lorafit/lorafit/resnet"
+	"github.com/lorafit/lorafit/weights"
 )
 
 // peftFixture is what lora/testdata/make_fixtures.py recorded with a

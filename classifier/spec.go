@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"lorafit/lora"
+	"github.com/lorafit/lorafit/lora"
 )
 
 // Spec says how to adapt a base network. It is what `--case N` presets

@@ -6,7 +6,7 @@ import (
 
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 
-	"lorafit/nn"
+	"github.com/lorafit/lorafit/nn"
 )
 
 // ConvDelta is scaling·B(A(x)) for a Conv2d target: A is a conv with the

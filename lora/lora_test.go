@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"lorafit/nn"
+	"github.com/lorafit/lorafit/nn"
 )
 
 // modules: a slice of ResNet-50's leaf modules.

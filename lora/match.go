@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"lorafit/nn"
+	"github.com/lorafit/lorafit/nn"
 )
 
 // Target is one module LoRA wraps, with its own rank, alpha and scaling.

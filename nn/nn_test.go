@@ -9,7 +9,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"lorafit/backend"
+	"github.com/lorafit/lorafit/backend"
 )
 
 func randTensor(rng *rand.Rand, dims ...int) *tensors.Tensor {

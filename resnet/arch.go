@@ -10,7 +10,7 @@ import (
 	"sort"
 	"strings"
 
-	"lorafit/nn"
+	"github.com/lorafit/lorafit/nn"
 )
 
 // Block is the residual block kind.

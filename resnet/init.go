@@ -4,7 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint"
 )
 
 // RandomStateDict returns a state_dict initialized the way torchvision's

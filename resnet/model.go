@@ -11,8 +11,8 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 
-	"lorafit/checkpoint"
-	"lorafit/nn"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/nn"
 )
 
 // bnEps is torch.nn.BatchNorm2d's default epsilon, used by torchvision.

@@ -14,9 +14,9 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 
-	"lorafit/backend"
-	"lorafit/checkpoint"
-	"lorafit/checkpoint/pth"
+	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/pth"
 )
 
 // fixture is what resnet/testdata/make_fixtures.py recorded from PyTorch.

@@ -6,8 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"lorafit/classifier"
-	"lorafit/resnet"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/resnet"
 )
 
 // BenchmarkTrainStep measures the founding study's training steps on the

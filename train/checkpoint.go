@@ -9,8 +9,8 @@ import (
 
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"lorafit/checkpoint"
-	"lorafit/checkpoint/safetensors"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/safetensors"
 )
 
 // save writes the training state — trainable variables, optimizer slots

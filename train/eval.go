@@ -11,7 +11,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 
-	"lorafit/classifier"
+	"github.com/lorafit/lorafit/classifier"
 )
 
 // Eval is a model's score on a labelled set.

@@ -23,8 +23,8 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 
-	"lorafit/classifier"
-	"lorafit/report"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/report"
 )
 
 // Data is what training and evaluation read: a labelled image set that

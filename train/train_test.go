@@ -16,11 +16,11 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"lorafit/backend"
-	"lorafit/checkpoint"
-	"lorafit/checkpoint/pth"
-	"lorafit/classifier"
-	"lorafit/lora"
+	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/pth"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/lora"
 )
 
 var goBackend = sync.OnceValue(func() compute.Backend {

@@ -12,10 +12,10 @@ import (
 	"strconv"
 	"strings"
 
-	"lorafit/checkpoint"
-	"lorafit/checkpoint/pth"
-	"lorafit/checkpoint/safetensors"
-	"lorafit/resnet"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/pth"
+	"github.com/lorafit/lorafit/checkpoint/safetensors"
+	"github.com/lorafit/lorafit/resnet"
 )
 
 // Source says where a model's weights came from; it travels into logs,

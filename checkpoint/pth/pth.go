@@ -33,7 +33,7 @@ import (
 	"path"
 	"strings"
 
-	"lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint"
 )
 
 // Load reads the state_dict in a .pth/.pt file.

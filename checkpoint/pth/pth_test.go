@@ -18,7 +18,7 @@ import (
 	"strings"
 	"testing"
 
-	"lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint"
 )
 
 // expectedTensor is one entry of testdata/expected.json, written by

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"math"
 
-	"lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint"
 )
 
 // storageDTypes maps torch's legacy typed-storage classes, which is how

@@ -19,7 +19,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint"
 )
 
 // MaxHeaderSize is the largest JSON header accepted, the reference

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"testing"
 
-	"lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/go_written.safetensors (then run make_fixtures.py --check-go)")

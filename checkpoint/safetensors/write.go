@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint"
 )
 
 // Save writes sd and metadata to path atomically: it writes a temporary file

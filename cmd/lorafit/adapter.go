@@ -7,10 +7,10 @@ import (
 	"io"
 	"strings"
 
-	"lorafit/checkpoint"
-	"lorafit/checkpoint/safetensors"
-	"lorafit/classifier"
-	"lorafit/transforms"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/safetensors"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/transforms"
 )
 
 func init() {

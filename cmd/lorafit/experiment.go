@@ -18,14 +18,14 @@ import (
 
 	"github.com/gomlx/compute"
 
-	"lorafit/backend"
-	"lorafit/checkpoint"
-	"lorafit/checkpoint/safetensors"
-	"lorafit/classifier"
-	"lorafit/data"
-	"lorafit/report"
-	"lorafit/train"
-	"lorafit/weights"
+	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/safetensors"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/data"
+	"github.com/lorafit/lorafit/report"
+	"github.com/lorafit/lorafit/train"
+	"github.com/lorafit/lorafit/weights"
 )
 
 func init() {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"lorafit/report"
+	"github.com/lorafit/lorafit/report"
 )
 
 func readResults(t *testing.T, dir string) *report.Results {

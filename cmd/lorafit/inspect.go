@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 
-	"lorafit/checkpoint"
-	"lorafit/classifier"
-	"lorafit/report"
-	"lorafit/resnet"
-	"lorafit/weights"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/report"
+	"github.com/lorafit/lorafit/resnet"
+	"github.com/lorafit/lorafit/weights"
 )
 
 func init() {

@@ -7,9 +7,9 @@ import (
 	"log/slog"
 	"strings"
 
-	"lorafit/classifier"
-	"lorafit/lora"
-	"lorafit/weights"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/lora"
+	"github.com/lorafit/lorafit/weights"
 )
 
 // modelFlags are the flags every verb that builds a network shares.

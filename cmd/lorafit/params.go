@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 
-	"lorafit/classifier"
-	"lorafit/resnet"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/resnet"
 )
 
 func init() {

@@ -14,9 +14,9 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 	"github.com/gomlx/gomlx/ml/model"
 
-	"lorafit/backend"
-	"lorafit/transforms"
-	"lorafit/weights"
+	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/transforms"
+	"github.com/lorafit/lorafit/weights"
 )
 
 func init() {

@@ -13,14 +13,14 @@ import (
 
 	"github.com/gomlx/compute"
 
-	"lorafit/backend"
-	"lorafit/checkpoint"
-	"lorafit/classifier"
-	"lorafit/data"
-	"lorafit/report"
-	"lorafit/train"
-	"lorafit/transforms"
-	"lorafit/weights"
+	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/data"
+	"github.com/lorafit/lorafit/report"
+	"github.com/lorafit/lorafit/train"
+	"github.com/lorafit/lorafit/transforms"
+	"github.com/lorafit/lorafit/weights"
 )
 
 func init() {

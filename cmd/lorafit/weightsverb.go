@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/signal"
 
-	"lorafit/weights"
+	"github.com/lorafit/lorafit/weights"
 )
 
 func init() {
