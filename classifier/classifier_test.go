@@ -1,74 +1,76 @@
 package classifier
 
 import (
-	"math"
+	"crypto/sha256"
+	"encoding/hex"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/gomlx/compute"
-
-	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/model"
 
-	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/adapter"
+	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/pth"
+	"github.com/lorafit/lorafit/internal/testutil"
 	"github.com/lorafit/lorafit/lora"
+	"github.com/lorafit/lorafit/preprocess"
+	"github.com/lorafit/lorafit/resnet"
 )
 
-const baseFixture = "../resnet/testdata/resnet50_w4.pth"
-
-func loadBase(t *testing.T) *checkpoint.StateDict {
+// loadBase loads a PyTorch-saved fixture as a base, bound to its file's
+// sha256 as weights.Open would.
+func loadBase(t *testing.T, path string) *backbone.Base {
 	t.Helper()
-	sd, err := pth.Load(baseFixture)
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sd
+	sum := sha256.Sum256(raw)
+	sd, err := pth.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := resnet.FromStateDict(sd, "", path, hex.EncodeToString(sum[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base
 }
 
 // narrowCase2 is case 2 sized for the width-4 fixture, with A and B both
 // random so the adapter visibly changes the output.
-func narrowCase2() Spec {
+func narrowCase2() adapter.Spec {
 	c := lora.Default()
 	c.TargetModules = lora.Targets{Regex: `.*\.2\.conv3`}
 	c.R, c.LoraAlpha, c.ModulesToSave, c.InitLoraWeights = 4, 8, []string{"fc", "head"}, lora.InitRandom
-	return Spec{LoRA: c, Head: Head{16, 8}, NumClasses: 10}
+	return adapter.Spec{LoRA: c, Head: adapter.Head{16, 8}, NumClasses: 10}
 }
 
-func build(t *testing.T, sd *checkpoint.StateDict, spec Spec) *Model {
+func newAdapter(t *testing.T, base *backbone.Base, spec adapter.Spec, seed uint64) *adapter.Adapter {
 	t.Helper()
-	base, err := BaseFromStateDict(sd, "", "fixture")
+	a, err := adapter.New(base.Net, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(base, spec)
+	a.Info.Preprocess = preprocess.Native(28)
+	if err := a.Init(base, seed); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func logits(t *testing.T, base *backbone.Base, a *adapter.Adapter, x *tensors.Tensor) []float32 {
+	t.Helper()
+	out, err := NewPredictor(testutil.Backend(), base, a).Logits(x)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m
+	return tensors.MustCopyFlatData[float32](out)
 }
-
-func logits(t *testing.T, m *Model, x *tensors.Tensor) []float32 {
-	t.Helper()
-	exec := model.MustNewExec(goBackend(), m.Base.Store, func(_ *model.Scope, x *Node) *Node { return m.Logits(x) })
-	return tensors.MustCopyFlatData[float32](exec.MustCall1(x))
-}
-
-// goBackend is one backend for the whole test binary: a tensor used on
-// one backend cannot be passed to another.
-var goBackend = sync.OnceValue(func() compute.Backend {
-	b, err := backend.New("go")
-	if err != nil {
-		panic(err)
-	}
-	return b
-})
 
 func input(seed uint64) *tensors.Tensor {
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -79,50 +81,35 @@ func input(seed uint64) *tensors.Tensor {
 	return tensors.FromFlatDataAndDimensions(v, 2, 3, 28, 28)
 }
 
-func maxRelDiff(a, b []float32) float64 {
-	if len(a) != len(b) || len(b) == 0 {
-		return math.Inf(1)
-	}
-	var d, s float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
-		s = math.Max(s, math.Abs(float64(b[i])))
-	}
-	return d / s
-}
-
-// TestAdapterRoundTrip: save → read → apply reproduces every tensor bit for
+// TestAdapterRoundTrip: save → read → bind reproduces every tensor bit for
 // bit and the same logits; the base binding refuses other weights.
 func TestAdapterRoundTrip(t *testing.T) {
-	sd := loadBase(t)
-	m := build(t, sd, narrowCase2())
-	if err := m.Init(7); err != nil {
-		t.Fatal(err)
-	}
+	base := loadBase(t, testutil.ResNet50W4)
+	a := newAdapter(t, base, narrowCase2(), 7)
+	a.Info.Base = adapter.BaseInfo{Arch: "resnet50", Weights: testutil.ResNet50W4, SHA256: "abc123"}
 	dir := filepath.Join(t.TempDir(), "adapter")
-	info := Info{Base: BaseInfo{Arch: "resnet50", Weights: baseFixture, SHA256: "abc123"}}
-	if err := m.SaveAdapter(dir, info, checkpoint.F32); err != nil {
+	if err := a.Save(dir, checkpoint.F32); err != nil {
 		t.Fatal(err)
 	}
-	a, err := ReadAdapter(dir)
+	f, err := adapter.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.CheckBase("abc123", false); err != nil {
+	if _, err := f.CheckBase("abc123", false); err != nil {
 		t.Fatalf("same base refused: %v", err)
 	}
-	if _, err := a.CheckBase("def456", false); err == nil || !strings.Contains(err.Error(), "--allow-base-mismatch") {
+	if _, err := f.CheckBase("def456", false); err == nil || !strings.Contains(err.Error(), "--allow-base-mismatch") {
 		t.Fatalf("other base: got %v, want a refusal naming --allow-base-mismatch", err)
 	}
-	if w, err := a.CheckBase("def456", true); err != nil || w == "" {
+	if w, err := f.CheckBase("def456", true); err != nil || w == "" {
 		t.Fatalf("allowed mismatch: warning %q, err %v", w, err)
 	}
-	m2 := build(t, sd, a.Spec)
-	if err := a.Apply(m2); err != nil {
+	b, err := f.Bind(base.Net)
+	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := m.StateDict(m.AdapterEntries())
-	got, _ := m2.StateDict(m2.AdapterEntries())
+	want, _ := a.StateDict()
+	got, _ := b.StateDict()
 	if len(want.Names) == 0 || strings.Join(got.Names, ",") != strings.Join(want.Names, ",") {
 		t.Fatalf("entries differ: %v vs %v", got.Names, want.Names)
 	}
@@ -132,14 +119,14 @@ func TestAdapterRoundTrip(t *testing.T) {
 		}
 	}
 	x := input(1)
-	if d := maxRelDiff(logits(t, m2, x), logits(t, m, x)); d != 0 {
+	if d := testutil.MaxRelDiff(logits(t, base, b, x), logits(t, base, a, x)); d != 0 {
 		t.Errorf("logits differ after round trip by %g", d)
 	}
 	// PEFT's key names are in the file.
-	raw, _ := os.ReadFile(filepath.Join(dir, WeightsFile))
+	raw, _ := os.ReadFile(filepath.Join(dir, adapter.WeightsFile))
 	for _, k := range []string{"base_model.model.layer4.2.conv3.lora_A.weight", "base_model.model.fc.weight", "base_model.model.head.4.bias"} {
 		if !strings.Contains(string(raw), k) {
-			t.Errorf("%s lacks key %s", WeightsFile, k)
+			t.Errorf("%s lacks key %s", adapter.WeightsFile, k)
 		}
 	}
 }
@@ -147,90 +134,128 @@ func TestAdapterRoundTrip(t *testing.T) {
 // TestMerge: the merged plain model computes what base + adapter computes,
 // and unmerging gives the base weights back.
 func TestMerge(t *testing.T) {
-	sd := loadBase(t)
-	m := build(t, sd, narrowCase2())
-	if err := m.Init(3); err != nil {
-		t.Fatal(err)
-	}
-	merged, err := m.MergedStateDict()
+	base := loadBase(t, testutil.ResNet50W4)
+	a := newAdapter(t, base, narrowCase2(), 3)
+	merged, err := Merge(base, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := FromStateDict(merged, "", "merged")
+	rest, head, err := SplitMerged(merged)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(plain.Targets) != 0 || len(plain.Head) != 3 {
-		t.Fatalf("merged model: %d LoRA targets, %d head layers", len(plain.Targets), len(plain.Head))
+	plain, err := resnet.FromStateDict(rest, "", "merged", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := HeadAdapter(plain.Net, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Targets) != 0 || len(h.Head) != 3 {
+		t.Fatalf("merged model: %d LoRA targets, %d head layers", len(h.Targets), len(h.Head))
 	}
 	x := input(2)
-	unmerged := logits(t, m, x)
-	if d := maxRelDiff(logits(t, plain, x), unmerged); d > 1e-5 {
+	unmerged := logits(t, base, a, x)
+	if d := testutil.MaxRelDiff(logits(t, plain, h, x), unmerged); d > 1e-5 {
 		t.Errorf("merged logits differ by %.2g relative (limit 1e-5)", d)
 	}
-	noLoRA := build(t, sd, Spec{LoRA: lora.Default()})
-	if d := maxRelDiff(logits(t, noLoRA, x)[:10], unmerged[:10]); d < 1e-3 {
-		t.Fatalf("the adapter barely changes the output (%g): the test would prove nothing", d)
+	noLoRA := narrowCase2()
+	noLoRA.LoRA.TargetModules = lora.Targets{}
+	if d := testutil.MaxRelDiff(logits(t, base, newAdapter(t, base, noLoRA, 3), x), unmerged); d < 1e-3 {
+		t.Fatalf("the LoRA barely changes the output (%g): the test would prove nothing", d)
 	}
-	if err := m.Unmerge(merged); err != nil {
+	if err := Unmerge(merged, a); err != nil {
 		t.Fatal(err)
 	}
-	for _, tg := range m.Targets {
+	orig := base.StateDict()
+	for _, tg := range a.Targets {
 		k := tg.Module.Name + ".weight"
 		back, _ := merged.Get(k).Float32s()
-		orig, _ := sd.Get(k).Float32s()
-		if d := maxRelDiff(back, orig); d > 1e-6 {
+		want, _ := orig.Get(k).Float32s()
+		if d := testutil.MaxRelDiff(back, want); d > 1e-6 {
 			t.Errorf("%s: unmerge is off by %g", k, d)
 		}
 	}
 }
 
-func TestAdapterErrors(t *testing.T) {
-	sd := loadBase(t)
-	m := build(t, sd, narrowCase2())
-	if err := m.Init(1); err != nil {
+// TestMergeGrouped: LoRA on a ResNeXt's grouped 3×3 conv (PEFT refuses to
+// merge it) merges into an ordinary conv whose model computes the same
+// logits, and the merged file's architecture is recognized.
+func TestMergeGrouped(t *testing.T) {
+	base := loadBase(t, testutil.Path("resnet/testdata/resnext_w8.pth"))
+	c := lora.Default()
+	c.TargetModules, c.R, c.LoraAlpha, c.InitLoraWeights = lora.Targets{List: []string{"layer1.0.conv2", "layer2.1.conv2"}}, 4, 8, lora.InitRandom
+	a := newAdapter(t, base, adapter.Spec{LoRA: c}, 5)
+	if g := a.Targets[0].Module.Groups; g != 2 {
+		t.Fatalf("layer1.0.conv2 has %d groups, the fixture 2", g)
+	}
+	merged, err := Merge(base, a)
+	if err != nil {
 		t.Fatal(err)
 	}
+	if s := merged.Get("layer1.0.conv2.weight").Shape; s[1] != 8 {
+		t.Fatalf("merged grouped conv has shape %v, want an ordinary conv [8 8 3 3]", s)
+	}
+	plain, err := resnet.FromStateDict(merged, "", "merged", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := plain.Net.(*resnet.Net).Config; cfg.Groups != 2 || len(cfg.Dense) != 2 {
+		t.Errorf("merged file read as %+v", cfg)
+	}
+	x := input(4)
+	want := logits(t, base, a, x)
+	if d := testutil.MaxRelDiff(logits(t, plain, nil, x), want); d > 1e-5 {
+		t.Errorf("merged grouped logits differ by %.2g relative (limit 1e-5)", d)
+	}
+	if d := testutil.MaxRelDiff(logits(t, base, nil, x), want); d < 1e-3 {
+		t.Fatalf("the LoRA barely changes the output (%g)", d)
+	}
+}
+
+func TestAdapterErrors(t *testing.T) {
+	base := loadBase(t, testutil.ResNet50W4)
+	a := newAdapter(t, base, narrowCase2(), 1)
 	tmp := t.TempDir()
 	// Saving under a path whose parent is a file fails and leaves nothing.
 	file := filepath.Join(tmp, "file")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.SaveAdapter(filepath.Join(file, "adapter"), Info{}, checkpoint.F32); err == nil {
+	if err := a.Save(filepath.Join(file, "adapter"), checkpoint.F32); err == nil {
 		t.Fatal("saving under a file: no error")
 	}
 	if entries, _ := os.ReadDir(tmp); len(entries) != 1 {
 		t.Fatalf("a failed save left %d entries", len(entries))
 	}
 	dir := filepath.Join(tmp, "adapter")
-	if err := m.SaveAdapter(dir, Info{}, checkpoint.F16); err != nil {
+	if err := a.Save(dir, checkpoint.F16); err != nil {
 		t.Fatal(err)
 	}
-	a, err := ReadAdapter(dir)
+	f, err := adapter.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The same adapter on a spec with another rank: shapes do not fit.
-	other := narrowCase2()
-	other.LoRA.R = 2
-	err = a.Apply(build(t, sd, other))
-	if err == nil || !strings.Contains(err.Error(), "expected shape [2 16 1 1], found [4 16 1 1]") {
+	// The same file on a spec with another rank: shapes do not fit.
+	other := *f
+	other.Spec.LoRA.R = 2
+	if _, err := other.Bind(base.Net); err == nil || !strings.Contains(err.Error(), "expected shape [2 16 1 1], found [4 16 1 1]") {
 		t.Fatalf("rank mismatch: got %v", err)
 	}
 	// fp16 adapters load, within fp16 precision.
-	m2 := build(t, sd, a.Spec)
-	if err := a.Apply(m2); err != nil {
+	b, err := f.Bind(base.Net)
+	if err != nil {
 		t.Fatal(err)
 	}
 	x := input(5)
-	if d := maxRelDiff(logits(t, m2, x), logits(t, m, x)); d > 1e-2 || d == 0 {
+	if d := testutil.MaxRelDiff(logits(t, base, b, x), logits(t, base, a, x)); d > 1e-2 || d == 0 {
 		t.Errorf("fp16 adapter: logits differ by %g (want small but nonzero)", d)
 	}
-	if err := os.Remove(filepath.Join(dir, ConfigFile)); err != nil {
+	if err := os.Remove(filepath.Join(dir, adapter.ConfigFile)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadAdapter(dir); err == nil || !strings.Contains(err.Error(), ConfigFile) {
+	if _, err := adapter.ReadDir(dir); err == nil || !strings.Contains(err.Error(), adapter.ConfigFile) {
 		t.Fatalf("missing config: got %v", err)
 	}
 }

@@ -8,10 +8,10 @@ import (
 
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/model"
 
-	"github.com/lorafit/lorafit/resnet"
-	"github.com/lorafit/lorafit/weights"
+	"github.com/lorafit/lorafit/adapter"
+	"github.com/lorafit/lorafit/internal/testutil"
+	"github.com/lorafit/lorafit/nn"
 )
 
 // peftFixture is what lora/testdata/make_fixtures.py recorded with a
@@ -32,13 +32,10 @@ type peftFixture struct {
 // base fixture and checks logits, gradients (input and every adapter
 // tensor) and merge deltas against PyTorch's.
 func TestPEFTParity(t *testing.T) {
-	sd, info, err := weights.ReadFile(baseFixture)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := loadBase(t, testutil.ResNet50W4)
 	for _, name := range []string{"case2_like", "strided_rslora", "case4_like"} {
 		t.Run(name, func(t *testing.T) {
-			dir := filepath.Join("..", "lora", "testdata", name)
+			dir := testutil.Path(filepath.Join("lora", "testdata", name))
 			raw, err := os.ReadFile(filepath.Join(dir, "expected.json"))
 			if err != nil {
 				t.Fatal(err)
@@ -47,25 +44,16 @@ func TestPEFTParity(t *testing.T) {
 			if err := json.Unmarshal(raw, &f); err != nil {
 				t.Fatal(err)
 			}
-			a, err := ReadAdapter(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := a.CheckBase(info.SHA256, false); err != nil {
-				t.Fatalf("the fixture's base binding: %v", err)
-			}
-			m := build(t, sd, a.Spec)
-			if err := a.Apply(m); err != nil {
-				t.Fatal(err)
+			a, warning, err := adapter.Load(dir, base, false)
+			if err != nil || warning != "" {
+				t.Fatalf("the fixture's base binding: %v %s", err, warning)
 			}
 			x := tensors.FromFlatDataAndDimensions(f.X, f.XShape...)
-			if d := maxRelDiff(logits(t, m, x), f.Logits); d > 1e-4 {
-				t.Errorf("logits differ from PyTorch's by %.2g relative", d)
-			}
+			testutil.AssertClose(t, "logits", logits(t, base, a, x), f.Logits, 1e-4)
 
-			entries := map[string]Entry{}
+			entries := map[string]adapter.Entry{}
 			var keys []string
-			for _, e := range m.AdapterEntries() {
+			for _, e := range a.Entries() {
 				if _, ok := f.Grads[e.Key]; ok {
 					entries[e.Key] = e
 					keys = append(keys, e.Key)
@@ -74,39 +62,44 @@ func TestPEFTParity(t *testing.T) {
 			if len(keys) != len(f.Grads) {
 				t.Fatalf("fixture has gradients for %d tensors, the adapter has %d of them", len(f.Grads), len(keys))
 			}
-			exec := model.MustNewExec(goBackend(), m.Base.Store, func(_ *model.Scope, x, r *Node) []*Node {
-				g := x.Graph()
-				model.GetStore(g).SetTraining(g, true) // variables as parameters, not constants
+			frozen, own := BaseFeed(base, a), AdapterFeed(a, nil)
+			exec, err := NewExec(testutil.Backend(), func(inputs []*Node) []*Node {
+				x, r := inputs[0], inputs[1]
+				w := nn.Weights{}
+				frozen.Bind(inputs[2:2+len(frozen.Keys)], w)
+				own.Bind(inputs[2+len(frozen.Keys):], w)
+				fw := &Forward{Net: base.Net, Adapter: a, Weights: w}
 				wrt := []*Node{x}
 				for _, k := range keys {
-					wrt = append(wrt, m.Base.Store.GetVariable(resnet.VarPath(k)).NodeValue(g))
+					wrt = append(wrt, w[k])
 				}
-				return Gradient(ReduceAllSum(Mul(m.Logits(x), r)), wrt...)
+				return Gradient(ReduceAllSum(Mul(fw.Logits(x, 0), r)), wrt...)
 			})
-			outs := exec.MustCall(x, tensors.FromFlatDataAndDimensions(f.R, f.LogitsShape...))
-			if d := maxRelDiff(tensors.MustCopyFlatData[float32](outs[0]), f.GradX); d > 1e-4 {
-				t.Errorf("d/dx differs by %.2g", d)
+			if err != nil {
+				t.Fatal(err)
 			}
+			args := append([]any{x, tensors.FromFlatDataAndDimensions(f.R, f.LogitsShape...)}, frozen.Args()...)
+			outs, err := exec.Call(append(args, own.Args()...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testutil.AssertClose(t, "d/dx", tensors.MustCopyFlatData[float32](outs[0]), f.GradX, 1e-4)
 			for i, k := range keys {
 				e := entries[k]
 				got := e.Layout.ToTorch(tensors.MustCopyFlatData[float32](outs[i+1]), e.Shape)
-				if d := maxRelDiff(got, f.Grads[k]); d > 1e-4 {
-					t.Errorf("d/d %s differs by %.2g", k, d)
-				}
+				testutil.AssertClose(t, "d/d "+k, got, f.Grads[k], 1e-4)
 			}
+			own2, _ := a.StateDict()
 			checked := 0
 			for mod, want := range f.DeltaWeights {
-				for _, tg := range m.Targets {
+				for _, tg := range a.Targets {
 					if tg.Module.Name+".weight" != mod {
 						continue
 					}
 					checked++
-					ea, eb := entries[tg.Module.Name+".lora_A.weight"], entries[tg.Module.Name+".lora_B.weight"]
-					av, _ := m.get(ea)
-					bv, _ := m.get(eb)
-					if d := maxRelDiff(tg.DeltaWeight(av, bv), want.Values); d > 1e-5 {
-						t.Errorf("%s: merge delta differs by %.2g", mod, d)
-					}
+					av, _ := own2.Get(tg.Module.Name + ".lora_A.weight").Float32s()
+					bv, _ := own2.Get(tg.Module.Name + ".lora_B.weight").Float32s()
+					testutil.AssertClose(t, mod+": merge delta", tg.DeltaWeight(av, bv), want.Values, 1e-5)
 				}
 			}
 			if checked != len(f.DeltaWeights) || checked == 0 {

@@ -11,20 +11,14 @@ package data
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-)
 
-// ImageNet mean and std (torchvision's), the usual Fill arguments for
-// ImageNet-pretrained weights.
-var (
-	ImageNetMean = [3]float32{0.485, 0.456, 0.406}
-	ImageNetStd  = [3]float32{0.229, 0.224, 0.225}
+	"github.com/lorafit/lorafit/preprocess"
 )
 
 // MaxShift is the largest random shift, in stored pixels along each axis,
@@ -76,8 +70,11 @@ func (d *Dataset) String() string {
 }
 
 // Fill writes images idx as normalized float32 into dst, laid out
-// [len(idx), 3, size, size] (NCHW), and their labels into labels; it
-// satisfies train.Data.
+// [len(idx), 3, size, size] (NCHW) with size = p.Crop, and their labels into
+// labels; it satisfies train.Data. The stored images are square (ImageFolder
+// resized and cropped them at load time), so a resize is all that is left:
+// p.Resize is not used, and what Fill computes equals p.Apply on such an
+// image with Resize = Crop.
 //
 // Each value is (v/255 - mean[c]) / std[c], torchvision's
 // ToTensor+Normalize. Gray images are replicated to the three channels
@@ -91,7 +88,8 @@ func (d *Dataset) String() string {
 // At the stored size (MNIST's native 28), Fill allocates nothing. It panics
 // if dst or labels are too short or an index is out of range, as slice
 // indexing would: these are programming errors, not data errors.
-func (d *Dataset) Fill(idx []int, size int, mean, std [3]float32, rng *rand.Rand, dst []float32, labels []int32) {
+func (d *Dataset) Fill(idx []int, p preprocess.Preprocess, rng *rand.Rand, dst []float32, labels []int32) {
+	size, mean, std := p.Crop, p.Mean, p.Std
 	plane := size * size
 	if size <= 0 || len(dst) < len(idx)*3*plane || len(labels) < len(idx) {
 		panic(fmt.Sprintf("data: Fill of %d images at size %d: dst has %d floats (want %d), labels %d", len(idx), size, len(dst), len(idx)*3*plane, len(labels)))
@@ -109,13 +107,13 @@ func (d *Dataset) Fill(idx []int, size int, mean, std [3]float32, rng *rand.Rand
 			bias[c] = float32(-float64(mean[c]) / float64(std[c]))
 		}
 	}
-	var ty, tx *taps
+	var rs *preprocess.Resizer
 	var tmp *[]float32
 	if !native {
-		ty, tx = tapsFor(d.H, size), tapsFor(d.W, size)
+		rs = preprocess.NewResizer(d.H, d.W, size, size)
 		tmp = scratch.Get().(*[]float32)
 		defer scratch.Put(tmp)
-		*tmp = slices.Grow((*tmp)[:0], d.H*size)[:d.H*size]
+		*tmp = slices.Grow((*tmp)[:0], rs.ScratchLen())[:rs.ScratchLen()]
 	}
 	for k, i := range idx {
 		if i < 0 || i >= d.N {
@@ -137,7 +135,7 @@ func (d *Dataset) Fill(idx []int, size int, mean, std [3]float32, rng *rand.Rand
 				continue
 			}
 			if src == c || c == 0 {
-				resample(o, *tmp, img, d.H, d.W, d.C, src, dy, dx, ty, tx)
+				rs.Channel(o, *tmp, img, d.C, src, dy, dx)
 			} else {
 				copy(o, out[:plane]) // gray: reuse channel 0's raw values
 			}
@@ -186,100 +184,7 @@ func shiftLUT(out []float32, img []uint8, h, w, nc, c, dy, dx int, lut *[256]flo
 	}
 }
 
-// taps are the weights of a 1-D resize from in to out samples: output o is
-// the sum over t < n[o] of w[o*k+t] × input[start[o]+t]. The filter is the
-// triangle (bilinear) on half-pixel centers, widened by in/out when
-// shrinking so every input pixel contributes (PIL's antialiasing); weights
-// are renormalized at the borders, which for enlarging equals clamping the
-// coordinate to the edge as F.interpolate does.
-type taps struct {
-	k        int
-	start, n []int
-	w        []float32
-}
-
-func makeTaps(in, out int) *taps {
-	scale := float64(in) / float64(out)
-	filterScale := max(scale, 1)
-	support := filterScale // the triangle's radius is 1 input pixel, scaled
-	k := int(math.Ceil(support))*2 + 1
-	t := &taps{k: k, start: make([]int, out), n: make([]int, out), w: make([]float32, out*k)}
-	for o := range out {
-		center := (float64(o) + 0.5) * scale
-		lo := max(0, int(center-support+0.5))
-		hi := min(in, int(center+support+0.5))
-		ws := make([]float64, 0, k)
-		sum := 0.0
-		for j := lo; j < hi; j++ {
-			x := (float64(j) - center + 0.5) / filterScale
-			wt := max(0, 1-math.Abs(x))
-			ws = append(ws, wt)
-			sum += wt
-		}
-		t.start[o], t.n[o] = lo, len(ws)
-		for i, wt := range ws {
-			t.w[o*k+i] = float32(wt / sum)
-		}
-	}
-	return t
-}
-
-// sub restricts t to outputs [lo, hi): a center crop of the resized axis.
-func (t *taps) sub(lo, hi int) *taps {
-	return &taps{k: t.k, start: t.start[lo:hi], n: t.n[lo:hi], w: t.w[lo*t.k : hi*t.k]}
-}
-
-// tapsFor caches taps by (in, out): Fill needs the same few every batch.
-func tapsFor(in, out int) *taps {
-	key := [2]int{in, out}
-	if t, ok := tapsCache.Load(key); ok {
-		return t.(*taps)
-	}
-	t, _ := tapsCache.LoadOrStore(key, makeTaps(in, out))
-	return t.(*taps)
-}
-
-var (
-	tapsCache sync.Map                                               // [2]int → *taps
-	scratch   = sync.Pool{New: func() any { return new([]float32) }} // Fill's row-pass buffer
-)
-
-// resample resizes channel c of img (h×w×nc bytes), shifted by (dy, dx)
-// with zero fill, into out (len(ty.n) rows × len(tx.n) columns) as raw
-// 0..255 floats: rows first into tmp (h × len(tx.n)), then columns.
-func resample(out, tmp []float32, img []uint8, h, w, nc, c, dy, dx int, ty, tx *taps) {
-	ow, oh := len(tx.n), len(ty.n)
-	tmp = tmp[:h*ow]
-	for y := range h {
-		row := tmp[y*ow : (y+1)*ow]
-		sy := y - dy
-		if sy < 0 || sy >= h {
-			clear(row)
-			continue
-		}
-		src := img[sy*w*nc : (sy+1)*w*nc]
-		for o := range row {
-			acc := float32(0)
-			ws := tx.w[o*tx.k : o*tx.k+tx.n[o]]
-			for t, wt := range ws {
-				if sx := tx.start[o] + t - dx; sx >= 0 && sx < w {
-					acc += wt * float32(src[sx*nc+c])
-				}
-			}
-			row[o] = acc
-		}
-	}
-	for o := range oh {
-		dst := out[o*ow : (o+1)*ow]
-		clear(dst)
-		for t, wt := range ty.w[o*ty.k : o*ty.k+ty.n[o]] {
-			src := tmp[(ty.start[o]+t)*ow : (ty.start[o]+t+1)*ow]
-			for x, v := range src {
-				dst[x] += wt * v
-			}
-		}
-	}
-}
+var scratch = sync.Pool{New: func() any { return new([]float32) }} // Fill's row-pass buffer
 
 // Subset returns a stratified sample of n images, for --limit-train and
 // --limit-test: each class gets a share proportional to its size (largest

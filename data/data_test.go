@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/lorafit/lorafit/preprocess"
 )
 
 // norm is the hand formula Fill must match: torchvision's ToTensor then
@@ -21,11 +23,11 @@ func TestFillNative(t *testing.T) {
 		Images: []uint8{0, 10, 20, 30, 40, 50, 60, 70, 80 /* image 1: */, 255, 128, 1, 2, 3, 4, 5, 6, 7}}
 	rgb := &Dataset{Name: "rgb", N: 1, H: 2, W: 2, C: 3, ClassNames: []string{"a"}, Labels: []int32{0},
 		Images: []uint8{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}}
-	mean, std := ImageNetMean, ImageNetStd
+	mean, std := preprocess.ImageNetMean, preprocess.ImageNetStd
 	t.Run("gray to 3 channels", func(t *testing.T) {
 		dst := make([]float32, 2*3*9)
 		labels := make([]int32, 2)
-		gray.Fill([]int{1, 0}, 3, mean, std, nil, dst, labels)
+		gray.Fill([]int{1, 0}, preprocess.Preprocess{Crop: 3, Mean: mean, Std: std}, nil, dst, labels)
 		if !slices.Equal(labels, []int32{1, 0}) {
 			t.Errorf("labels %v, want [1 0]", labels)
 		}
@@ -47,7 +49,7 @@ func TestFillNative(t *testing.T) {
 	t.Run("rgb", func(t *testing.T) {
 		dst := make([]float32, 3*4)
 		labels := make([]int32, 1)
-		rgb.Fill([]int{0}, 2, mean, std, nil, dst, labels)
+		rgb.Fill([]int{0}, preprocess.Preprocess{Crop: 2, Mean: mean, Std: std}, nil, dst, labels)
 		for c := range 3 {
 			for p := range 4 {
 				v := rgb.Images[p*3+c]
@@ -66,7 +68,7 @@ func TestFillResize(t *testing.T) {
 	// x = -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1).
 	d := &Dataset{N: 1, H: 2, W: 2, C: 1, Images: []uint8{0, 255, 0, 255}, Labels: []int32{0}, ClassNames: []string{"a"}}
 	dst := make([]float32, 3*16)
-	d.Fill([]int{0}, 4, unit, one, nil, dst, make([]int32, 1))
+	d.Fill([]int{0}, preprocess.Preprocess{Crop: 4, Mean: unit, Std: one}, nil, dst, make([]int32, 1))
 	want := []float32{0, 0.25, 0.75, 1}
 	for c := range 3 {
 		for y := range 4 {
@@ -80,10 +82,10 @@ func TestFillResize(t *testing.T) {
 	// Normalization after resizing, and shrinking a uniform image stays uniform.
 	u := &Dataset{N: 1, H: 9, W: 7, C: 3, Images: slices.Repeat([]uint8{200, 100, 50}, 63), Labels: []int32{0}, ClassNames: []string{"a"}}
 	dst = make([]float32, 3*4*4)
-	u.Fill([]int{0}, 4, ImageNetMean, ImageNetStd, nil, dst, make([]int32, 1))
+	u.Fill([]int{0}, preprocess.Native(4), nil, dst, make([]int32, 1))
 	for c, v := range []float64{200, 100, 50} {
 		for p := range 16 {
-			if got, want := dst[c*16+p], norm(v, ImageNetMean[c], ImageNetStd[c]); !near(got, want) {
+			if got, want := dst[c*16+p], norm(v, preprocess.ImageNetMean[c], preprocess.ImageNetStd[c]); !near(got, want) {
 				t.Fatalf("channel %d pixel %d: %v, want %v", c, p, got, want)
 			}
 		}
@@ -95,9 +97,9 @@ func TestFillResize(t *testing.T) {
 // (≤ 0.75) are black, row 3 (1.25) is ¼ white, row 4 (1.75) ¾, rows 5+ white.
 func TestShiftThenResize(t *testing.T) {
 	img := slices.Repeat([]uint8{255}, 16)
-	ty, tx := makeTaps(4, 8), makeTaps(4, 8)
-	out, tmp := make([]float32, 64), make([]float32, 32)
-	resample(out, tmp, img, 4, 4, 1, 0, 2, 0, ty, tx)
+	r := preprocess.NewResizer(4, 4, 8, 8)
+	out, tmp := make([]float32, 64), make([]float32, r.ScratchLen())
+	r.Channel(out, tmp, img, 1, 0, 2, 0)
 	for y, want := range []float32{0, 0, 0, 0.25 * 255, 0.75 * 255, 255, 255, 255} {
 		for x := range 8 {
 			if got := out[y*8+x]; !near(got, want) {
@@ -120,7 +122,7 @@ func TestFillAugment(t *testing.T) {
 	}
 	fill := func(seed uint64) []float32 {
 		dst := make([]float32, n*3*h*w)
-		d.Fill(idx, h, [3]float32{}, [3]float32{1, 1, 1}, rand.New(rand.NewPCG(seed, 1)), dst, make([]int32, n))
+		d.Fill(idx, preprocess.Preprocess{Crop: h, Std: [3]float32{1, 1, 1}}, rand.New(rand.NewPCG(seed, 1)), dst, make([]int32, n))
 		return dst
 	}
 	a, b, c := fill(7), fill(7), fill(8)
@@ -160,8 +162,8 @@ func TestFillAugment(t *testing.T) {
 	}
 	// With resizing the same seed still gives the same batch.
 	r1, r2 := make([]float32, 2*3*16*16), make([]float32, 2*3*16*16)
-	d.Fill([]int{0, 1}, 16, ImageNetMean, ImageNetStd, rand.New(rand.NewPCG(3, 3)), r1, make([]int32, 2))
-	d.Fill([]int{0, 1}, 16, ImageNetMean, ImageNetStd, rand.New(rand.NewPCG(3, 3)), r2, make([]int32, 2))
+	d.Fill([]int{0, 1}, preprocess.Native(16), rand.New(rand.NewPCG(3, 3)), r1, make([]int32, 2))
+	d.Fill([]int{0, 1}, preprocess.Native(16), rand.New(rand.NewPCG(3, 3)), r2, make([]int32, 2))
 	if !slices.Equal(r1, r2) {
 		t.Error("resized augmented batches differ for the same seed")
 	}
@@ -176,7 +178,7 @@ func TestFillAllocs(t *testing.T) {
 	idx := []int{5, 1, 59999, 0}
 	dst, labels := make([]float32, len(idx)*3*28*28), make([]int32, len(idx))
 	rng := rand.New(rand.NewPCG(1, 2))
-	if a := testing.AllocsPerRun(20, func() { d.Fill(idx, 28, ImageNetMean, ImageNetStd, rng, dst, labels) }); a != 0 {
+	if a := testing.AllocsPerRun(20, func() { d.Fill(idx, preprocess.Native(28), rng, dst, labels) }); a != 0 {
 		t.Errorf("native Fill: %v allocations, want 0", a)
 	}
 	if want := []int32{2, 0, 8, 5}; !slices.Equal(labels, want) {
@@ -191,10 +193,10 @@ func TestFillPanics(t *testing.T) {
 		fill func()
 		msg  string
 	}{
-		{"index", func() { d.Fill([]int{1}, 2, ImageNetMean, ImageNetStd, nil, make([]float32, 12), make([]int32, 1)) }, "index 1 out of range"},
-		{"negative index", func() { d.Fill([]int{-1}, 2, ImageNetMean, ImageNetStd, nil, make([]float32, 12), make([]int32, 1)) }, "index -1"},
-		{"short dst", func() { d.Fill([]int{0}, 2, ImageNetMean, ImageNetStd, nil, make([]float32, 11), make([]int32, 1)) }, "dst has 11"},
-		{"short labels", func() { d.Fill([]int{0}, 2, ImageNetMean, ImageNetStd, nil, make([]float32, 12), nil) }, "labels 0"},
+		{"index", func() { d.Fill([]int{1}, preprocess.Native(2), nil, make([]float32, 12), make([]int32, 1)) }, "index 1 out of range"},
+		{"negative index", func() { d.Fill([]int{-1}, preprocess.Native(2), nil, make([]float32, 12), make([]int32, 1)) }, "index -1"},
+		{"short dst", func() { d.Fill([]int{0}, preprocess.Native(2), nil, make([]float32, 11), make([]int32, 1)) }, "dst has 11"},
+		{"short labels", func() { d.Fill([]int{0}, preprocess.Native(2), nil, make([]float32, 12), nil) }, "labels 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer func() {
@@ -298,7 +300,7 @@ func BenchmarkFill(b *testing.B) {
 			dst, labels := make([]float32, 64*3*size*size), make([]int32, 64)
 			rng := rand.New(rand.NewPCG(1, 1))
 			for b.Loop() {
-				sets[0].Fill(idx, size, ImageNetMean, ImageNetStd, rng, dst, labels)
+				sets[0].Fill(idx, preprocess.Native(size), rng, dst, labels)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/image")
 		})
@@ -310,5 +312,5 @@ func BenchmarkFill(b *testing.B) {
 var _ interface {
 	Len() int
 	NumClasses() int
-	Fill(idx []int, size int, mean, std [3]float32, rng *rand.Rand, dst []float32, labels []int32)
+	Fill(idx []int, p preprocess.Preprocess, rng *rand.Rand, dst []float32, labels []int32)
 } = (*Dataset)(nil)

@@ -3,7 +3,6 @@ package data
 import (
 	"fmt"
 	"image"
-	"image/color"
 	_ "image/jpeg" // register the decoders ImageFolder reads
 	_ "image/png"
 	"io/fs"
@@ -15,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/lorafit/lorafit/preprocess"
 )
 
 // imageExts are the extensions ImageFolder reads. Other image formats
@@ -173,72 +174,10 @@ func loadImage(path string, size int, dst []uint8) error {
 	if err != nil {
 		return fmt.Errorf("%s: not a readable PNG or JPEG image: %w", path, err)
 	}
-	rgb, w, h := toRGB(img)
-	if w == size && h == size {
-		copy(dst, rgb)
-		return nil
+	rgb, w, h := preprocess.ToRGB(img)
+	if w != size || h != size {
+		rgb = preprocess.ResizeCrop(rgb, w, h, size, size)
 	}
-	// torchvision's Resize(int): the shorter side becomes size, the longer
-	// keeps the aspect ratio (truncated); CenterCrop rounds half to even.
-	nw, nh := size, size
-	if w < h {
-		nh = int(float64(size) * float64(h) / float64(w))
-	} else {
-		nw = int(float64(size) * float64(w) / float64(h))
-	}
-	top := int(math.RoundToEven(float64(nh-size) / 2))
-	left := int(math.RoundToEven(float64(nw-size) / 2))
-	ty := makeTaps(h, nh).sub(top, top+size)
-	tx := makeTaps(w, nw).sub(left, left+size)
-	plane := make([]float32, size*size)
-	tmp := make([]float32, h*size)
-	for c := range 3 {
-		resample(plane, tmp, rgb, h, w, 3, c, 0, 0, ty, tx)
-		for i, v := range plane {
-			dst[i*3+c] = uint8(min(max(math.Round(float64(v)), 0), 255))
-		}
-	}
+	copy(dst, rgb)
 	return nil
-}
-
-// toRGB returns img's pixels as h×w×3 bytes, with fast paths for what PNG
-// and JPEG decoders return most.
-func toRGB(img image.Image) (pix []uint8, w, h int) {
-	b := img.Bounds()
-	w, h = b.Dx(), b.Dy()
-	pix = make([]uint8, w*h*3)
-	switch m := img.(type) {
-	case *image.Gray:
-		for y := range h {
-			row := m.Pix[(y)*m.Stride : y*m.Stride+w]
-			for x, v := range row {
-				i := (y*w + x) * 3
-				pix[i], pix[i+1], pix[i+2] = v, v, v
-			}
-		}
-	case *image.NRGBA:
-		for y := range h {
-			row := m.Pix[y*m.Stride : y*m.Stride+4*w]
-			for x := range w {
-				copy(pix[(y*w+x)*3:(y*w+x)*3+3], row[4*x:4*x+3])
-			}
-		}
-	case *image.YCbCr:
-		for y := range h {
-			for x := range w {
-				yi, ci := m.YOffset(b.Min.X+x, b.Min.Y+y), m.COffset(b.Min.X+x, b.Min.Y+y)
-				i := (y*w + x) * 3
-				pix[i], pix[i+1], pix[i+2] = color.YCbCrToRGB(m.Y[yi], m.Cb[ci], m.Cr[ci])
-			}
-		}
-	default: // non-premultiplied, so alpha is dropped rather than blended
-		for y := range h {
-			for x := range w {
-				c := color.NRGBAModel.Convert(img.At(b.Min.X+x, b.Min.Y+y)).(color.NRGBA)
-				i := (y*w + x) * 3
-				pix[i], pix[i+1], pix[i+2] = c.R, c.G, c.B
-			}
-		}
-	}
-	return pix, w, h
 }

@@ -2,6 +2,7 @@ package lora
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -135,5 +136,41 @@ func TestDeltaWeight(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("ΔW = %v, want %v", got, want)
 		}
+	}
+}
+
+// TestGroupedConv: a grouped conv's lora_B is grouped ([out, r/groups]),
+// its rank must divide by the groups, and its merged update is dense: output
+// o only reads its own group's ranks, but every input channel.
+func TestGroupedConv(t *testing.T) {
+	grouped := []nn.Module{{Name: "layer1.0.conv2", Type: nn.Conv2d, In: 4, Out: 4, Kernel: 1, Stride: 1, Groups: 2}}
+	c := Default()
+	c.TargetModules, c.R, c.LoraAlpha = Targets{List: []string{"conv2"}}, 2, 2
+	got, err := Match(&c, grouped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := got[0].Shapes()
+	if fmt.Sprint(a, b) != "[2 4 1 1] [4 1 1 1]" {
+		t.Errorf("shapes A %v B %v, want PEFT's [2 4 1 1] [4 1 1 1]", a, b)
+	}
+	// A: rank 0 reads channel 0, rank 1 channel 3; B: 1 everywhere. Outputs
+	// 0,1 (group 0) get rank 0's update, outputs 2,3 rank 1's.
+	av := []float32{1, 0, 0, 0, 0, 0, 0, 1}
+	delta := got[0].DeltaWeight(av, []float32{1, 1, 1, 1})
+	want := []float32{1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1}
+	if fmt.Sprint(delta) != fmt.Sprint(want) {
+		t.Errorf("ΔW = %v, want %v", delta, want)
+	}
+	if d := Densify([]float32{1, 2, 3, 4, 5, 6, 7, 8}, 4, 4, 1, 2); fmt.Sprint(d) != "[1 2 0 0 3 4 0 0 0 0 5 6 0 0 7 8]" {
+		t.Errorf("Densify = %v", d)
+	}
+	c.R = 3
+	if _, err := Match(&c, grouped); err == nil || !strings.Contains(err.Error(), "divisible by its groups") {
+		t.Errorf("rank 3 on 2 groups: %v", err)
+	}
+	c.R = 8
+	if _, err := Match(&c, grouped); err == nil || !strings.Contains(err.Error(), "exceeds the rank of its weight (4)") {
+		t.Errorf("rank 8 on a 4→4 1×1 conv: %v", err)
 	}
 }

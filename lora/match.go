@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/lorafit/lorafit/nn"
 )
@@ -17,15 +18,22 @@ type Target struct {
 	Scaling float64
 }
 
-// compile is regexp.Compile with a hint for Python-only syntax: Go's RE2
-// has no look-arounds or back-references.
+// compile is regexp.Compile with a hint for Python-only syntax (Go's RE2
+// has no look-arounds or back-references), cached: matching a config
+// against a network's few hundred module names reuses one compiled pattern.
 func compile(expr string) (*regexp.Regexp, error) {
+	if re, ok := compiled.Load(expr); ok {
+		return re.(*regexp.Regexp), nil
+	}
 	re, err := regexp.Compile(expr)
 	if err != nil {
 		return nil, fmt.Errorf("%w (Go regexps are RE2: no look-arounds or back-references)", err)
 	}
+	compiled.Store(expr, re)
 	return re, nil
 }
+
+var compiled sync.Map // pattern → *regexp.Regexp
 
 // Matches reports whether target_modules selects the module name, exactly
 // as PEFT's check_target_module_exists does.
@@ -79,6 +87,12 @@ func Match(c *Config, modules []nn.Module) ([]Target, error) {
 		r, alpha, err := c.RankAlpha(name)
 		if err != nil {
 			return nil, err
+		}
+		if full := min(m.Out, m.In*max(m.Kernel, 1)*max(m.Kernel, 1)); r > full {
+			return nil, fmt.Errorf("target %s (%s %d→%d): rank %d exceeds the rank of its weight (%d): a larger r adds parameters, not expressiveness", name, m.Type, m.In, m.Out, r, full)
+		}
+		if g := m.NumGroups(); r%g != 0 {
+			return nil, fmt.Errorf("target %s is a conv with groups=%d and rank %d: as in PEFT, the rank of a grouped conv must be divisible by its groups (lora_B is grouped too); pick a rank that is (rank_pattern can set one for this module) or do not target it", name, g, r)
 		}
 		targets = append(targets, Target{Module: m, R: r, Alpha: alpha, Scaling: c.Scaling(r, alpha)})
 	}

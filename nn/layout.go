@@ -35,3 +35,18 @@ func (l Layout) ToTorch(v []float32, s []int) []float32 {
 	}
 	return v
 }
+
+// StoreShape is the graph-layout shape of a tensor of PyTorch shape s.
+func (l Layout) StoreShape(s []int) []int {
+	switch l {
+	case ConvLayout:
+		return []int{s[2], s[3], s[1], s[0]}
+	case LinearLayout:
+		in := 1
+		for _, d := range s[1:] {
+			in *= d
+		}
+		return []int{in, s[0]}
+	}
+	return s
+}

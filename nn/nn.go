@@ -26,32 +26,53 @@ const (
 
 // Module describes one leaf module of a network by its PyTorch name, with
 // what its computation needs: channels, and for convs the square kernel,
-// stride and padding. LoRA targets are chosen among these by name and wrap
-// them with the same geometry.
+// stride, padding and groups (0 and 1 both mean an ordinary conv). LoRA
+// targets are chosen among these by name and wrap them with the same
+// geometry.
 type Module struct {
 	Name                    string
 	Type                    ModuleType
 	In, Out                 int
 	Kernel, Stride, Padding int
+	Groups                  int
 }
 
-// Conv2D computes a 2-D convolution of x [N,H,W,C] with w [KH,KW,C,O]
+// NumGroups is Groups with 0 read as 1.
+func (m Module) NumGroups() int { return max(m.Groups, 1) }
+
+// WeightShape is the PyTorch shape of the module's weight: [O, C/groups, K, K]
+// for a conv, [out, in] for a Linear, [C] for a batch norm.
+func (m Module) WeightShape() []int {
+	switch m.Type {
+	case Conv2d:
+		return []int{m.Out, m.In / m.NumGroups(), m.Kernel, m.Kernel}
+	case Linear:
+		return []int{m.Out, m.In}
+	}
+	return []int{m.Out}
+}
+
+// Conv2D computes a 2-D convolution of x [N,H,W,C] with w [KH,KW,C/groups,O]
 // (stride and zero padding equal on both spatial axes), returning [N,Ho,Wo,O].
+// With groups > 1 (ResNeXt's 3×3 convs), input and output channels split
+// into that many groups, each convolved on its own, as torch.nn.Conv2d's
+// groups does; output channel o belongs to group o/(O/groups).
 //
 // Taps whose every input row or column falls in the padding are skipped: at
 // 28×28 inputs ResNet's layer4 runs on 1×1 maps, where a padded 3×3 conv only
 // ever multiplies its centre tap. Skipping them is exact.
-func Conv2D(x, w *Node, stride, padding int) *Node {
+func Conv2D(x, w *Node, stride, padding, groups int) *Node {
 	xd, wd := x.Shape().Dimensions, w.Shape().Dimensions
-	if len(xd) != 4 || len(wd) != 4 || xd[3] != wd[2] {
-		panic(fmt.Sprintf("nn.Conv2D: input %v and weight %v do not fit (want [N,H,W,C] and [KH,KW,C,O])", xd, wd))
+	groups = max(groups, 1)
+	if len(xd) != 4 || len(wd) != 4 || xd[3] != wd[2]*groups || wd[3]%groups != 0 {
+		panic(fmt.Errorf("nn.Conv2D: input %v and weight %v do not fit with %d groups (want [N,H,W,C] and [KH,KW,C/groups,O])", xd, wd, groups))
 	}
 	n, h, wi, c := xd[0], xd[1], xd[2], xd[3]
 	kh, kw, o := wd[0], wd[1], wd[3]
 	ho := (h+2*padding-kh)/stride + 1
 	wo := (wi+2*padding-kw)/stride + 1
 	if ho <= 0 || wo <= 0 {
-		panic(fmt.Sprintf("nn.Conv2D: input %dx%d is too small for a %dx%d kernel with stride %d and padding %d", h, wi, kh, kw, stride, padding))
+		panic(fmt.Errorf("nn.Conv2D: input %dx%d is too small for a %dx%d kernel with stride %d and padding %d", h, wi, kh, kw, stride, padding))
 	}
 	rows := liveTaps(kh, h, ho, stride, padding)
 	cols := liveTaps(kw, wi, wo, stride, padding)
@@ -72,8 +93,17 @@ func Conv2D(x, w *Node, stride, padding int) *Node {
 			w2d = Concatenate(weights, 2)
 		}
 	}
-	k := len(rows) * len(cols) * c
-	y := MatMul(cols2d, Reshape(w2d, k, o))
+	taps := len(rows) * len(cols)
+	if groups == 1 {
+		y := MatMul(cols2d, Reshape(w2d, taps*c, o))
+		return Reshape(y, n, ho, wo, o)
+	}
+	// One matmul per group, batched: patches [G, M, taps·C/G] times weights
+	// [G, taps·C/G, O/G].
+	cg, og, m := c/groups, o/groups, n*ho*wo
+	p := Reshape(TransposeAllAxes(Reshape(cols2d, m, taps, groups, cg), 2, 0, 1, 3), groups, m, taps*cg)
+	wg := Reshape(TransposeAllAxes(Reshape(w2d, taps, cg, groups, og), 2, 0, 1, 3), groups, taps*cg, og)
+	y := Einsum("gmk,gko->mgo", p, wg)
 	return Reshape(y, n, ho, wo, o)
 }
 
@@ -159,6 +189,33 @@ func liveTaps(k, in, out, stride, padding int) []int {
 		}
 	}
 	return live
+}
+
+// BatchNormTrain normalizes x [..., C] with the batch's own statistics, as
+// torch.nn.BatchNorm2d does in train mode, and returns the updated running
+// statistics: mean' = (1-m)·mean + m·batch mean, var' = (1-m)·var + m·unbiased
+// batch variance (the normalization itself uses the biased one, as PyTorch).
+func BatchNormTrain(x, gamma, beta, mean, variance *Node, eps, momentum float64) (y, newMean, newVar *Node) {
+	rank := x.Rank()
+	axes := make([]int, rank-1)
+	count := 1
+	for i := range axes {
+		axes[i] = i
+		count *= x.Shape().Dimensions[i]
+	}
+	if count < 2 {
+		panic(fmt.Errorf("nn.BatchNormTrain: %d value(s) per channel: batch statistics need at least 2 (PyTorch refuses too)", count))
+	}
+	bm := ReduceMean(x, axes...)
+	centered := Sub(x, ExpandLeftToRank(bm, rank))
+	bv := ReduceMean(Square(centered), axes...)
+	scale := Div(gamma, Sqrt(AddScalar(bv, eps))) // (GoMLX has no gradient for Rsqrt)
+	y = Add(Mul(centered, ExpandLeftToRank(scale, rank)), ExpandLeftToRank(beta, rank))
+	bm, bv = StopGradient(bm), StopGradient(bv)
+	newMean = Add(MulScalar(mean, 1-momentum), MulScalar(bm, momentum))
+	unbiased := MulScalar(bv, float64(count)/float64(count-1))
+	newVar = Add(MulScalar(variance, 1-momentum), MulScalar(unbiased, momentum))
+	return y, newMean, newVar
 }
 
 // BatchNormInference normalizes x [..., C] with frozen running statistics, as

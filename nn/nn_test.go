@@ -36,29 +36,37 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
 		h, w, k, s, p, ci int
+		g                 int // groups (0: 1)
 	}{
-		{"3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 3},
-		{"3x3 s2 p1 on 4x4", 4, 4, 3, 2, 1, 3},
-		{"3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 4},
-		{"3x3 s2 p1 on 2x2", 2, 2, 3, 2, 1, 4},
-		{"7x7 s2 p3 on 9x7", 9, 7, 7, 2, 3, 3},
-		{"1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 5},
-		{"1x1 s1 p0 on 3x3", 3, 3, 1, 1, 0, 5},
+		{"3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 3, 0},
+		{"3x3 s2 p1 on 4x4", 4, 4, 3, 2, 1, 3, 0},
+		{"3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 4, 0},
+		{"3x3 s2 p1 on 2x2", 2, 2, 3, 2, 1, 4, 0},
+		{"7x7 s2 p3 on 9x7", 9, 7, 7, 2, 3, 3, 0},
+		{"1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 5, 0},
+		{"1x1 s1 p0 on 3x3", 3, 3, 1, 1, 0, 5, 0},
 		// From gatherMinChannels on, im2col is one Gather instead of slices.
-		{"gather: 3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 16},
-		{"gather: 3x3 s2 p1 on 5x4", 5, 4, 3, 2, 1, 16},
-		{"gather: 3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 16},
-		{"gather: 1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 16},
-		{"gather: 1x1 s1 p0 on 3x3 (no copy)", 3, 3, 1, 1, 0, 16},
+		{"gather: 3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 16, 0},
+		{"gather: 3x3 s2 p1 on 5x4", 5, 4, 3, 2, 1, 16, 0},
+		{"gather: 3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 16, 0},
+		{"gather: 1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 16, 0},
+		{"gather: 1x1 s1 p0 on 3x3 (no copy)", 3, 3, 1, 1, 0, 16, 0},
+		// ResNeXt's grouped 3×3 convs.
+		{"4 groups: 3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 16, 4},
+		{"2 groups: 3x3 s2 p1 on 5x4", 5, 4, 3, 2, 1, 16, 2},
+		{"3 groups: 3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 6, 3},
+		{"2 groups: 3x3 s2 p1 on 4x4, slices", 4, 4, 3, 2, 1, 4, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			g := max(tc.g, 1)
 			x := randTensor(rng, 2, tc.h, tc.w, tc.ci)
-			w := randTensor(rng, tc.k, tc.k, tc.ci, 6)
-			im2col := MustExecOnce(b, func(x, w *Node) *Node { return Conv2D(x, w, tc.s, tc.p) }, x, w)
-			native := MustExecOnce(b, func(x, w *Node) *Node {
+			w := randTensor(rng, tc.k, tc.k, tc.ci/g, 12)
+			nativeConv := func(x, w *Node) *Node {
 				pad := [][2]int{{tc.p, tc.p}, {tc.p, tc.p}}
-				return Convolve(x, w).StridePerAxis(tc.s, tc.s).PaddingPerDim(pad).Done()
-			}, x, w)
+				return Convolve(x, w).StridePerAxis(tc.s, tc.s).PaddingPerDim(pad).FeatureGroupCount(g).Done()
+			}
+			im2col := MustExecOnce(b, func(x, w *Node) *Node { return Conv2D(x, w, tc.s, tc.p, g) }, x, w)
+			native := MustExecOnce(b, nativeConv, x, w)
 			if !im2col.Shape().Equal(native.Shape()) {
 				t.Fatalf("shape %s, native %s", im2col.Shape(), native.Shape())
 			}
@@ -71,11 +79,8 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 					return Gradient(ReduceAllSum(Mul(conv(x, w), r)), x, w)
 				}, x, w, r)
 			}
-			mine := grads(func(x, w *Node) *Node { return Conv2D(x, w, tc.s, tc.p) })
-			ref := grads(func(x, w *Node) *Node {
-				pad := [][2]int{{tc.p, tc.p}, {tc.p, tc.p}}
-				return Convolve(x, w).StridePerAxis(tc.s, tc.s).PaddingPerDim(pad).Done()
-			})
+			mine := grads(func(x, w *Node) *Node { return Conv2D(x, w, tc.s, tc.p, g) })
+			ref := grads(nativeConv)
 			assertNear(t, "d/dx", mine[0], ref[0])
 			assertNear(t, "d/dw", mine[1], ref[1])
 		})
@@ -137,5 +142,51 @@ func TestLayoutRoundTrip(t *testing.T) {
 	m := TransposeMatrix([]float32{1, 2, 3, 4, 5, 6}, 2, 3)
 	if want := []float32{1, 4, 2, 5, 3, 6}; !slices.Equal(m, want) {
 		t.Fatalf("TransposeMatrix = %v, want %v", m, want)
+	}
+}
+
+// TestBatchNormTrain checks train-mode batch norm against its definition
+// (torch.nn.BatchNorm2d in train mode): batch statistics normalize, the
+// running mean and the unbiased running variance move by momentum. The
+// PyTorch parity of training with it is in package train.
+func TestBatchNormTrain(t *testing.T) {
+	b, err := backend.New("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	x := randTensor(rng, 2, 3, 2, 4) // 12 values per channel
+	gamma, beta := randTensor(rng, 4), randTensor(rng, 4)
+	mean, variance := randTensor(rng, 4), tensors.FromFlatDataAndDimensions([]float32{1, 2, 0.5, 1.5}, 4)
+	outs := MustExecOnceN(b, func(x, g, bt, m, v *Node) []*Node {
+		y, nm, nv := BatchNormTrain(x, g, bt, m, v, 1e-5, 0.1)
+		return []*Node{y, nm, nv}
+	}, x, gamma, beta, mean, variance)
+	xv := tensors.MustCopyFlatData[float32](x)
+	gv, bv := tensors.MustCopyFlatData[float32](gamma), tensors.MustCopyFlatData[float32](beta)
+	mv, vv := tensors.MustCopyFlatData[float32](mean), tensors.MustCopyFlatData[float32](variance)
+	y, nm, nv := tensors.MustCopyFlatData[float32](outs[0]), tensors.MustCopyFlatData[float32](outs[1]), tensors.MustCopyFlatData[float32](outs[2])
+	for c := range 4 {
+		var sum, sq float64
+		for i := c; i < len(xv); i += 4 {
+			sum += float64(xv[i])
+		}
+		mu := sum / 12
+		for i := c; i < len(xv); i += 4 {
+			sq += (float64(xv[i]) - mu) * (float64(xv[i]) - mu)
+		}
+		biased := sq / 12
+		for i := c; i < len(xv); i += 4 {
+			want := (float64(xv[i])-mu)/math.Sqrt(biased+1e-5)*float64(gv[c]) + float64(bv[c])
+			if math.Abs(float64(y[i])-want) > 1e-5 {
+				t.Fatalf("channel %d: y %g, want %g", c, y[i], want)
+			}
+		}
+		if want := 0.9*float64(mv[c]) + 0.1*mu; math.Abs(float64(nm[c])-want) > 1e-6 {
+			t.Errorf("channel %d: running mean %g, want %g", c, nm[c], want)
+		}
+		if want := 0.9*float64(vv[c]) + 0.1*sq/11; math.Abs(float64(nv[c])-want) > 1e-6 {
+			t.Errorf("channel %d: running var %g, want %g (unbiased)", c, nv[c], want)
+		}
 	}
 }

@@ -81,6 +81,9 @@ type CaseResult struct {
 	// LoRA + fc, with the head shared separately.
 	AdapterParts map[string]int64 `json:"adapter_parts,omitempty"`
 
+	// ResumedAtStep is the step a resumed run continued from (0: not resumed).
+	ResumedAtStep int `json:"resumed_at_step,omitempty"`
+
 	TrainSeconds   float64 `json:"train_seconds"`
 	TrainImgPerSec float64 `json:"train_img_per_sec"`
 	EvalImgPerSec  float64 `json:"eval_img_per_sec"`

@@ -13,6 +13,8 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/lorafit/lorafit/fsutil"
 )
 
 // Write writes results.json, the PNG plots, report.md and report.html into
@@ -183,29 +185,9 @@ func renderFigures(r *Results, cases []CaseResult) ([]figure, error) {
 
 // writeAtomic writes data to dir/name through a temporary file renamed
 // into place, so readers see the old file or the new one, never a mix.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp*")
-	if err != nil {
-		return fmt.Errorf("report: %w", err)
+func writeAtomic(dir, name string, data []byte) error {
+	if err := fsutil.WriteBytes(filepath.Join(dir, name), data); err != nil {
+		return fmt.Errorf("report: writing %s: %w", name, err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("report: writing %s: %w", name, err)
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return err
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, name))
+	return nil
 }

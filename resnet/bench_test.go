@@ -5,9 +5,11 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/model"
+
+	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/internal/testutil"
 )
 
 // BenchmarkForward measures eval-mode ResNet-50 inference at batch 64, at
@@ -20,21 +22,26 @@ func BenchmarkForward(b *testing.B) {
 	for _, size := range []int{28, 224} {
 		b.Run(fmt.Sprintf("resnet50/%dx%d/batch%d", size, size, batch), func(b *testing.B) {
 			cfg, _ := ConfigFor("resnet50")
-			m := New(cfg)
-			if err := m.Load(RandomStateDict(cfg, 1), "random"); err != nil {
+			base, err := backbone.Load(New(cfg), RandomStateDict(cfg, 1), "random", "")
+			if err != nil {
 				b.Fatal(err)
 			}
-			exec := model.MustNewExec(testBackend(b), m.Store, func(_ *model.Scope, x *Node) *Node { return m.Logits(x) })
+			p := classifier.NewPredictor(testutil.Backend(), base, nil)
 			rng := rand.New(rand.NewPCG(1, 1))
 			x := make([]float32, batch*3*size*size)
 			for i := range x {
 				x[i] = float32(rng.NormFloat64())
 			}
 			input := tensors.FromFlatDataAndDimensions(x, batch, 3, size, size)
-			exec.MustCall1(input) // compile outside the timing
+			if _, err := p.Logits(input); err != nil { // compile outside the timing
+				b.Fatal(err)
+			}
 			b.ResetTimer()
 			for range b.N {
-				out := exec.MustCall1(input)
+				out, err := p.Logits(input)
+				if err != nil {
+					b.Fatal(err)
+				}
 				out.FinalizeAll()
 			}
 			b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "img/s")

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/checkpoint"
 )
 
@@ -18,21 +19,23 @@ func RandomStateDict(c Config, seed uint64) *checkpoint.StateDict {
 	for _, p := range c.Params() {
 		vals := make([]float32, p.NumElements())
 		switch p.Kind {
-		case ConvWeight:
+		case backbone.ConvWeight:
+			// fan_out = out_channels × kernel area, groups or not (torch's
+			// _calculate_fan_in_and_fan_out).
 			std := math.Sqrt(2 / float64(p.Shape[0]*p.Shape[2]*p.Shape[3]))
 			for i := range vals {
 				vals[i] = float32(rng.NormFloat64() * std)
 			}
-		case LinearWeight, LinearBias:
+		case backbone.LinearWeight, backbone.LinearBias:
 			bound := 1 / math.Sqrt(float64(fcIn))
 			for i := range vals {
 				vals[i] = float32((2*rng.Float64() - 1) * bound)
 			}
-		case BNWeight, BNVar:
+		case backbone.BNWeight, backbone.BNVar:
 			for i := range vals {
 				vals[i] = 1
 			}
-		case BNCount:
+		case backbone.BNCount:
 			sd.Set(p.Name, checkpoint.FromInt64(p.Shape, []int64{0}))
 			continue
 		}

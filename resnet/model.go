@@ -2,219 +2,111 @@ package resnet
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
-	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/model"
 
+	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/nn"
 )
 
-// bnEps is torch.nn.BatchNorm2d's default epsilon, used by torchvision.
-const bnEps = 1e-5
-
-// Model is a ResNet whose weights live in a GoMLX Store, one variable per
-// state_dict entry, at the path of its key ("layer1.0.conv1.weight" is the
-// variable "/layer1/0/conv1/weight"). Conv and Linear weights are kept in
-// matmul layout (see nn.ConvWeightFromTorch); Load and StateDict convert.
-type Model struct {
+// Net is a ResNet architecture: it implements backbone.Network. Its weights
+// live in a backbone.Base.
+type Net struct {
 	Config Config
-	Store  *model.Store
-
-	// Wrap, when set, is called on every conv and on fc with the module's
-	// input x and output y (NHWC for convs, before batch norm) and returns
-	// the output to use: how LoRA is injected without the network knowing.
-	Wrap func(m Module, x, y *Node) *Node
-
-	modules map[string]Module
+	stem   convBN
+	blocks []block
+	fc     nn.Module
 }
 
-// VarPath maps a state_dict key to its variable path in the Store.
-func VarPath(key string) string { return "/" + strings.ReplaceAll(key, ".", "/") }
-
-// New returns a model of the given configuration with no weights yet: call
-// Load before running it.
-func New(cfg Config) *Model {
-	m := &Model{Config: cfg, Store: model.NewStore(), modules: map[string]Module{}}
-	for _, mod := range cfg.Modules() {
-		m.modules[mod.Name] = mod
-	}
-	return m
+// New returns the network of a configuration.
+func New(cfg Config) *Net {
+	cfg = cfg.normalized()
+	return &Net{Config: cfg, stem: cfg.stem(), blocks: cfg.blocks(), fc: cfg.fc()}
 }
 
-// Load validates sd against the architecture and copies it into the Store.
-// Every problem is reported at once: a missing key, an unexpected key and a
-// shape mismatch each name the key, and a file of another architecture is
-// named as such. source names the file in errors.
-func (m *Model) Load(sd *checkpoint.StateDict, source string) error {
-	if found, err := InferConfig(sd); err == nil && (found.Block != m.Config.Block || found.Layers != m.Config.Layers || found.Width != m.Config.Width) {
-		return fmt.Errorf("%s: holds a %s, but the model is a %s", source, found.Describe(), m.Config.Describe())
+var _ backbone.Network = (*Net)(nil)
+
+func (n *Net) Arch() string             { return n.Config.Arch }
+func (n *Net) Describe() string         { return n.Config.Describe() }
+func (n *Net) Modules() []nn.Module     { return n.Config.Modules() }
+func (n *Net) Params() []backbone.Param { return n.Config.Params() }
+func (n *Net) FeatureDim() int          { return n.Config.FeatureDim() }
+func (n *Net) NumClasses() int          { return n.Config.NumClasses }
+
+// Stages are "stem" (conv1, bn1, ReLU, max-pool), one per residual block
+// ("layer1.0", …), "pool" (global average) and "fc".
+func (n *Net) Stages() []string {
+	s := []string{"stem"}
+	for _, b := range n.blocks {
+		s = append(s, b.name)
 	}
-	want := m.Config.Params()
-	var problems []string
-	known := map[string]bool{}
-	for _, p := range want {
-		known[p.Name] = true
-		t := sd.Get(p.Name)
-		if t == nil {
-			problems = append(problems, fmt.Sprintf("missing key %q", p.Name))
-			continue
-		}
-		if !slices.Equal(t.Shape, p.Shape) {
-			problems = append(problems, fmt.Sprintf("key %q: expected shape %v, found %v", p.Name, p.Shape, t.Shape))
+	return append(s, "pool", "fc")
+}
+
+// StageOf is the first stage that runs any part of module: conv1 and bn1
+// are the stem's, layer2 and layer2.1.conv2 the first of layer2's blocks
+// or that block, fc is fc's.
+func (n *Net) StageOf(module string) int {
+	switch module {
+	case "conv1", "bn1", "relu", "maxpool":
+		return 0
+	case "avgpool":
+		return len(n.blocks) + 1
+	case "fc":
+		return len(n.blocks) + 2
+	}
+	for i, b := range n.blocks {
+		if b.name == module || strings.HasPrefix(b.name, module+".") || strings.HasPrefix(module, b.name+".") {
+			return i + 1
 		}
 	}
-	for _, name := range sd.Names {
-		if !known[name] {
-			problems = append(problems, fmt.Sprintf("unexpected key %q", name))
-		}
+	return -1
+}
+
+// Forward runs stages [from, to) on x.
+func (n *Net) Forward(x *Node, p *backbone.Pass, from, to int) *Node {
+	last := len(n.blocks) + 2
+	if from < 0 || to > last+1 || from >= to {
+		panic(fmt.Errorf("resnet: stages [%d, %d) out of [0, %d)", from, to, last+1))
 	}
-	if len(problems) > 0 {
-		return fmt.Errorf("%s: does not fit %s: %s", source, m.Config.Describe(), summarize(problems, 8))
-	}
-	for _, p := range want {
-		value, err := toVariable(p, sd.Get(p.Name))
-		if err != nil {
-			return fmt.Errorf("%s: key %q: %w", source, p.Name, err)
-		}
-		path := VarPath(p.Name)
-		if v := m.Store.GetVariable(path); v != nil {
-			if err := v.SetValue(value); err != nil {
-				return fmt.Errorf("%s: key %q: %w", source, p.Name, err)
+	for s := from; s < to; s++ {
+		switch {
+		case s == 0:
+			if x.Rank() != 4 || x.Shape().Dimensions[1] != 3 {
+				panic(fmt.Errorf("resnet: input must be [N,3,H,W], got %s", x.Shape()))
 			}
-			continue
+			x = TransposeAllAxes(x, 0, 2, 3, 1) // NCHW → NHWC
+			x = n.stem.run(x, p)
+			x = nn.MaxPool2D(x, 3, 2, 1)
+		case s <= len(n.blocks):
+			x = n.blocks[s-1].run(x, p)
+		case s == last-1:
+			x = ReduceMean(x, 1, 2)
+		default:
+			x = p.Linear(x, n.fc)
 		}
-		if _, err := m.Store.CreateVariable(path, value); err != nil {
-			return fmt.Errorf("%s: key %q: %w", source, p.Name, err)
-		}
 	}
-	return nil
+	return x
 }
 
-// toVariable converts one state_dict tensor to the Store's layout and dtype.
-func toVariable(p Param, t *checkpoint.Tensor) (*tensors.Tensor, error) {
-	vals, err := t.Float32s()
-	if err != nil {
-		return nil, err
-	}
-	if p.Kind == BNCount {
-		return tensors.FromScalar(int64(vals[0])), nil
-	}
-	v, dims := p.Kind.Layout().ToStore(vals, p.Shape)
-	return tensors.FromFlatDataAndDimensions(v, dims...), nil
-}
-
-// StateDict exports the weights in PyTorch layout under torchvision's keys,
-// in torchvision's order: what `torch.load` + `load_state_dict` expect.
-func (m *Model) StateDict() (*checkpoint.StateDict, error) {
-	sd := checkpoint.NewStateDict()
-	for _, p := range m.Config.Params() {
-		t, err := ExportVariable(m.Store, p.Name, p.Kind.Layout(), p.Shape)
-		if err != nil {
-			return nil, err
-		}
-		sd.Set(p.Name, t)
-	}
-	return sd, nil
-}
-
-// ExportVariable reads the variable of a state_dict key back as a PyTorch
-// tensor of the given shape: float variables as F32 converted from the
-// Store's layout, int64 ones (num_batches_tracked) as I64.
-func ExportVariable(store *model.Store, key string, layout nn.Layout, shape []int) (*checkpoint.Tensor, error) {
-	v := store.GetVariable(VarPath(key))
-	if v == nil {
-		return nil, fmt.Errorf("model has no weights for %q: nothing was loaded into it", key)
-	}
-	value, err := v.Value()
-	if err != nil {
-		return nil, fmt.Errorf("%q: %w", key, err)
-	}
-	if value.DType() == dtypes.Int64 {
-		return checkpoint.FromInt64(shape, tensors.MustCopyFlatData[int64](value)), nil
-	}
-	return checkpoint.FromFloat32(shape, layout.ToTorch(tensors.MustCopyFlatData[float32](value), shape)), nil
-}
-
-// Freeze marks every variable as not trainable (gradients are then never
-// computed for them); LoRA and heads add their own trainable variables.
-func (m *Model) Freeze() {
-	for v := range m.Store.IterVariables() {
-		v.SetTrainable(false)
-	}
-}
-
-// param fetches a variable's value in the graph being built.
-func param(g *Graph, key string) *Node {
-	v := model.GetStore(g).GetVariable(VarPath(key))
-	if v == nil {
-		panic(fmt.Sprintf("resnet: no variable for %q (was the model loaded?)", key))
-	}
-	return v.NodeValue(g)
-}
-
-// conv runs the named conv module (no bias: torchvision's ResNets have none).
-func (m *Model) conv(x *Node, name string) *Node {
-	mod := m.modules[name]
-	y := nn.Conv2D(x, param(x.Graph(), name+".weight"), mod.Stride, mod.Padding)
-	if m.Wrap != nil {
-		y = m.Wrap(mod, x, y)
+func (cb convBN) run(x *Node, p *backbone.Pass) *Node {
+	y := p.BatchNorm(p.Conv(x, cb.conv), cb.bn.Name)
+	if cb.relu {
+		y = nn.ReLU(y)
 	}
 	return y
 }
 
-// bn runs the named batch norm in inference mode (frozen statistics).
-func bn(x *Node, name string) *Node {
-	g := x.Graph()
-	return nn.BatchNormInference(x, param(g, name+".weight"), param(g, name+".bias"),
-		param(g, name+".running_mean"), param(g, name+".running_var"), bnEps)
-}
-
-// Features runs the backbone on images x [N,3,H,W] (NCHW, as PyTorch users
-// pass them) and returns the pooled features [N, FeatureDim].
-func (m *Model) Features(x *Node) *Node {
-	if x.Rank() != 4 || x.Shape().Dimensions[1] != 3 {
-		panic(fmt.Sprintf("resnet: input must be [N,3,H,W], got %s", x.Shape()))
+func (b block) run(x *Node, p *backbone.Pass) *Node {
+	y, identity := x, x
+	for _, cb := range b.main {
+		y = cb.run(y, p)
 	}
-	x = TransposeAllAxes(x, 0, 2, 3, 1) // NCHW → NHWC
-	x = nn.ReLU(bn(m.conv(x, "conv1"), "bn1"))
-	x = nn.MaxPool2D(x, 3, 2, 1)
-	for _, b := range m.Config.Blocks() {
-		x = m.block(x, b)
-	}
-	return ReduceMean(x, 1, 2)
-}
-
-// Logits is Features followed by fc: [N, NumClasses], before softmax.
-func (m *Model) Logits(x *Node) *Node {
-	f := m.Features(x)
-	g := f.Graph()
-	y := nn.Dense(f, param(g, "fc.weight"), param(g, "fc.bias"))
-	if m.Wrap != nil {
-		y = m.Wrap(m.modules["fc"], f, y)
-	}
-	return y
-}
-
-func (m *Model) block(x *Node, b BlockSpec) *Node {
-	identity := x
-	n := b.Name + "."
-	var y *Node
-	if m.Config.Block == Basic {
-		y = nn.ReLU(bn(m.conv(x, n+"conv1"), n+"bn1"))
-		y = bn(m.conv(y, n+"conv2"), n+"bn2")
-	} else {
-		y = nn.ReLU(bn(m.conv(x, n+"conv1"), n+"bn1"))
-		y = nn.ReLU(bn(m.conv(y, n+"conv2"), n+"bn2"))
-		y = bn(m.conv(y, n+"conv3"), n+"bn3")
-	}
-	if b.Downsample {
-		identity = bn(m.conv(x, n+"downsample.0"), n+"downsample.1")
+	for _, cb := range b.shortcut {
+		identity = cb.run(identity, p)
 	}
 	return nn.ReLU(Add(y, identity))
 }
@@ -227,7 +119,7 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 	if stem == nil || fc == nil || len(stem.Shape) != 4 || len(fc.Shape) != 2 {
 		return Config{}, fmt.Errorf("not a torchvision ResNet state_dict: conv1.weight [W,3,7,7] and fc.weight [classes,features] are needed")
 	}
-	c := Config{Width: stem.Shape[0], NumClasses: fc.Shape[0], Block: Basic}
+	c := Config{Width: stem.Shape[0], NumClasses: fc.Shape[0], Block: Basic, Groups: 1, WidthPerGroup: 64}
 	for _, name := range sd.Names {
 		var li, bi int
 		if n, _ := fmt.Sscanf(name, "layer%d.%d.", &li, &bi); n == 2 && li >= 1 && li <= 4 {
@@ -239,9 +131,32 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 			c.Block = Bottleneck
 		}
 	}
+	// The bottleneck's groups and base width, from its 3×3 convs [width,
+	// width/groups, 3, 3] (width = planes·base_width/64·groups). A grouped
+	// conv merged with a LoRA is stored dense: groups is the largest ratio.
+	if c.Block == Bottleneck {
+		var convs []nn.Module
+		for _, b := range c.blocks() {
+			convs = append(convs, b.main[1].conv)
+		}
+		for _, m := range convs {
+			if t := sd.Get(m.Name + ".weight"); t != nil && len(t.Shape) == 4 && t.Shape[1] > 0 {
+				c.Groups = max(c.Groups, t.Shape[0]/t.Shape[1])
+			}
+		}
+		if t := sd.Get("layer1.0.conv2.weight"); t != nil && len(t.Shape) == 4 {
+			c.WidthPerGroup = t.Shape[0] / c.Groups * 64 / c.Width
+		}
+		for _, m := range convs {
+			if t := sd.Get(m.Name + ".weight"); c.Groups > 1 && t != nil && len(t.Shape) == 4 && t.Shape[1] == t.Shape[0] {
+				c.Dense = append(c.Dense, m.Name)
+			}
+		}
+	}
 	c.Arch = "resnet-custom"
 	for _, a := range archs {
-		if a.Block == c.Block && a.Layers == c.Layers {
+		a = a.normalized()
+		if a.Block == c.Block && a.Layers == c.Layers && a.Groups == c.Groups && a.WidthPerGroup == c.WidthPerGroup {
 			c.Arch = a.Arch
 		}
 	}
@@ -251,10 +166,23 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 	return c, nil
 }
 
-// summarize joins up to max problems and says how many more there are.
-func summarize(problems []string, max int) string {
-	if len(problems) <= max {
-		return strings.Join(problems, "; ")
+// FromStateDict builds the network a state_dict holds and loads it: arch
+// may be empty (read off the keys), else it must agree with them. source
+// names the file in errors; sha identifies the weights (see backbone.Base).
+func FromStateDict(sd *checkpoint.StateDict, arch, source, sha string) (*backbone.Base, error) {
+	found, err := InferConfig(sd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
 	}
-	return strings.Join(problems[:max], "; ") + fmt.Sprintf("; and %d more", len(problems)-max)
+	cfg := found
+	if arch != "" {
+		if cfg, err = ConfigFor(arch); err != nil {
+			return nil, err
+		}
+		if found.Block != cfg.Block || found.Layers != cfg.Layers || found.Groups != cfg.Groups || found.WidthPerGroup != cfg.WidthPerGroup {
+			return nil, fmt.Errorf("%s: holds a %s, but the model is a %s", source, found.Describe(), cfg.Describe())
+		}
+		cfg.Width, cfg.NumClasses, cfg.Dense = found.Width, found.NumClasses, found.Dense
+	}
+	return backbone.Load(New(cfg), sd, source, sha)
 }

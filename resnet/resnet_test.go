@@ -2,21 +2,21 @@ package resnet
 
 import (
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/gomlx/compute"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/model"
 
-	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/pth"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/internal/testutil"
+	"github.com/lorafit/lorafit/nn"
 )
 
 // fixture is what resnet/testdata/make_fixtures.py recorded from PyTorch.
@@ -48,34 +48,45 @@ func loadFixture(t *testing.T, name string) (*checkpoint.StateDict, *fixture) {
 	return sd, &f
 }
 
-func testBackend(t testing.TB) compute.Backend {
+// gradExec returns the logits and the gradients of sum(logits·r) w.r.t. the
+// input and the named weights, with every base weight fed as a parameter.
+func gradExec(t *testing.T, base *backbone.Base, keys []string) func(x, r *tensors.Tensor) []*tensors.Tensor {
 	t.Helper()
-	b, err := backend.New("go")
+	feed := classifier.BaseFeed(base, nil)
+	exec, err := NewExec(testutil.Backend(), func(inputs []*Node) []*Node {
+		x, r := inputs[0], inputs[1]
+		w := nn.Weights{}
+		feed.Bind(inputs[2:], w)
+		logits := base.Net.Forward(x, &backbone.Pass{Weights: w}, 0, len(base.Net.Stages()))
+		wrt := []*Node{x}
+		for _, k := range keys {
+			wrt = append(wrt, w[k])
+		}
+		return append([]*Node{logits}, Gradient(ReduceAllSum(Mul(logits, r)), wrt...)...)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return func(x, r *tensors.Tensor) []*tensors.Tensor {
+		out, err := exec.Call(append([]any{x, r}, feed.Args()...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
 }
 
-// assertClose fails when max|got-want| exceeds tol·max|want|: a relative
-// tolerance on the tensor's scale, as PyTorch's own parity tests use.
-func assertClose(t *testing.T, what string, got, want []float32, tol float64) {
+func logitsOf(t *testing.T, base *backbone.Base, x *tensors.Tensor) []float32 {
 	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: got %d values, want %d", what, len(got), len(want))
+	out, err := classifier.NewPredictor(testutil.Backend(), base, nil).Logits(x)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var maxDiff, scale float64
-	for i := range want {
-		maxDiff = math.Max(maxDiff, math.Abs(float64(got[i]-want[i])))
-		scale = math.Max(scale, math.Abs(float64(want[i])))
-	}
-	if scale == 0 || maxDiff > tol*scale {
-		t.Errorf("%s: max |diff| %.3g exceeds %.0e × max |want| %.3g", what, maxDiff, tol, scale)
-	}
+	return tensors.MustCopyFlatData[float32](out)
 }
 
 func TestParityWithPyTorch(t *testing.T) {
-	for _, name := range []string{"resnet50_w4", "resnet18_w4"} {
+	for _, name := range []string{"resnet50_w4", "resnet18_w4", "resnext_w8"} {
 		t.Run(name, func(t *testing.T) {
 			sd, f := loadFixture(t, name)
 			cfg, err := InferConfig(sd)
@@ -88,41 +99,29 @@ func TestParityWithPyTorch(t *testing.T) {
 			if cfg.NumParams() != f.NumParams {
 				t.Fatalf("NumParams %d, PyTorch counted %d", cfg.NumParams(), f.NumParams)
 			}
-			m := New(cfg)
-			if err := m.Load(sd, name); err != nil {
+			base, err := backbone.Load(New(cfg), sd, name, "")
+			if err != nil {
 				t.Fatal(err)
 			}
-			b := testBackend(t)
-			logits := model.MustNewExec(b, m.Store, func(_ *model.Scope, x *Node) *Node { return m.Logits(x) })
-			got28 := logits.MustCall1(tensors.FromFlatDataAndDimensions(f.X28, f.X28Shape...))
-			assertClose(t, "logits 28x28", tensors.MustCopyFlatData[float32](got28), f.Logits28, 1e-4)
-			got64 := logits.MustCall1(tensors.FromFlatDataAndDimensions(f.X64, f.X64Shape...))
-			assertClose(t, "logits 64x64", tensors.MustCopyFlatData[float32](got64), f.Logits64, 1e-4)
+			x28 := tensors.FromFlatDataAndDimensions(f.X28, f.X28Shape...)
+			testutil.AssertClose(t, "logits 28x28", logitsOf(t, base, x28), f.Logits28, 1e-4)
+			testutil.AssertClose(t, "logits 64x64", logitsOf(t, base, tensors.FromFlatDataAndDimensions(f.X64, f.X64Shape...)), f.Logits64, 1e-4)
 
 			// Gradients of sum(logits·R) w.r.t. the input and some weights.
 			var keys []string
 			for k := range f.Grads {
 				keys = append(keys, k)
 			}
-			grads := model.MustNewExec(b, m.Store, func(_ *model.Scope, x, r *Node) []*Node {
-				loss := ReduceAllSum(Mul(m.Logits(x), r))
-				wrt := []*Node{x}
-				for _, k := range keys {
-					wrt = append(wrt, m.Store.GetVariable(VarPath(k)).NodeValue(x.Graph()))
-				}
-				return Gradient(loss, wrt...)
-			})
-			outs := grads.MustCall(tensors.FromFlatDataAndDimensions(f.X28, f.X28Shape...),
-				tensors.FromFlatDataAndDimensions(f.R, 2, cfg.NumClasses))
-			assertClose(t, "d/dx", tensors.MustCopyFlatData[float32](outs[0]), f.GradX28, 1e-4)
-			params := map[string]Param{}
+			outs := gradExec(t, base, keys)(x28, tensors.FromFlatDataAndDimensions(f.R, 2, cfg.NumClasses))
+			testutil.AssertClose(t, "d/dx", tensors.MustCopyFlatData[float32](outs[1]), f.GradX28, 1e-4)
+			params := map[string]backbone.Param{}
 			for _, p := range cfg.Params() {
 				params[p.Name] = p
 			}
 			for i, k := range keys {
 				p := params[k]
-				got := p.Kind.Layout().ToTorch(tensors.MustCopyFlatData[float32](outs[i+1]), p.Shape)
-				assertClose(t, "d/d "+k, got, f.Grads[k], 1e-4)
+				got := p.Kind.Layout().ToTorch(tensors.MustCopyFlatData[float32](outs[i+2]), p.Shape)
+				testutil.AssertClose(t, "d/d "+k, got, f.Grads[k], 1e-4)
 			}
 		})
 	}
@@ -130,15 +129,11 @@ func TestParityWithPyTorch(t *testing.T) {
 
 func TestStateDictRoundTrip(t *testing.T) {
 	sd, _ := loadFixture(t, "resnet18_w4")
-	cfg, _ := InferConfig(sd)
-	m := New(cfg)
-	if err := m.Load(sd, "fixture"); err != nil {
-		t.Fatal(err)
-	}
-	out, err := m.StateDict()
+	base, err := FromStateDict(sd, "", "fixture", "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := base.StateDict()
 	if strings.Join(out.Names, ",") != strings.Join(sd.Names, ",") {
 		t.Fatalf("key order differs from torchvision's")
 	}
@@ -152,9 +147,6 @@ func TestStateDictRoundTrip(t *testing.T) {
 
 func TestLoadErrors(t *testing.T) {
 	sd18, _ := loadFixture(t, "resnet18_w4")
-	cfg18, _ := InferConfig(sd18)
-	cfg50 := cfg18
-	cfg50.Block, cfg50.Layers, cfg50.Arch = Bottleneck, [4]int{3, 4, 6, 3}, "resnet50"
 
 	missing := checkpoint.NewStateDict()
 	for _, n := range sd18.Names {
@@ -175,17 +167,17 @@ func TestLoadErrors(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		cfg  Config
+		arch string
 		sd   *checkpoint.StateDict
 		want string
 	}{
-		{"wrong architecture", cfg50, sd18, "holds a resnet18-w4 (BasicBlock [2 2 2 2]"},
-		{"missing key", cfg18, missing, `missing key "layer2.1.bn1.running_var"`},
-		{"unexpected key", cfg18, extra, `unexpected key "head.0.weight"`},
-		{"shape mismatch", cfg18, wrongShape, `key "fc.bias": expected shape [10], found [7]`},
+		{"wrong architecture", "resnet50", sd18, "holds a resnet18-w4 (BasicBlock [2 2 2 2]"},
+		{"missing key", "", missing, `missing key "layer2.1.bn1.running_var"`},
+		{"unexpected key", "", extra, `unexpected key "head.0.weight"`},
+		{"shape mismatch", "", wrongShape, `key "fc.bias": expected shape [10], found [7]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := New(tc.cfg).Load(tc.sd, "file.pth")
+			_, err := FromStateDict(tc.sd, tc.arch, "file.pth", "")
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "file.pth: ") {
 				t.Fatalf("got %v, want an error naming file.pth and containing %q", err, tc.want)
 			}
@@ -237,5 +229,31 @@ func TestTorchvisionArchs(t *testing.T) {
 	}
 	if _, err := ConfigFor("resnet49"); err == nil || !strings.Contains(err.Error(), "resnet50") {
 		t.Errorf("unknown arch error should list known names, got %v", err)
+	}
+}
+
+// TestInferConfig: every architecture is recognized from its keys and
+// shapes alone, and a grouped conv stored dense (merged with a LoRA) is
+// recognized as such.
+func TestInferConfig(t *testing.T) {
+	shapes := func(c Config) *checkpoint.StateDict {
+		sd := checkpoint.NewStateDict()
+		for _, p := range c.Params() {
+			sd.Set(p.Name, &checkpoint.Tensor{DType: checkpoint.F32, Shape: p.Shape})
+		}
+		return sd
+	}
+	for _, arch := range Archs() {
+		cfg, _ := ConfigFor(arch)
+		got, err := InferConfig(shapes(cfg))
+		if err != nil || got.Arch != arch || len(got.Dense) != 0 {
+			t.Errorf("%s: inferred %+v, %v", arch, got, err)
+		}
+	}
+	cfg, _ := ConfigFor("resnext50_32x4d")
+	cfg.Dense = []string{"layer1.0.conv2", "layer3.2.conv2"}
+	got, err := InferConfig(shapes(cfg))
+	if err != nil || got.Arch != "resnext50_32x4d" || !slices.Equal(got.Dense, cfg.Dense) {
+		t.Errorf("merged resnext: inferred %+v, %v", got, err)
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/adapter"
+	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/preprocess"
 	"github.com/lorafit/lorafit/resnet"
 )
 
@@ -19,21 +21,23 @@ func BenchmarkTrainStep(b *testing.B) {
 	for _, n := range []int{2, 4} {
 		b.Run(fmt.Sprintf("case%d/28x28/batch64", n), func(b *testing.B) {
 			cfg, _ := resnet.ConfigFor("resnet50")
-			base := resnet.New(cfg)
-			if err := base.Load(resnet.RandomStateDict(cfg, 1), "random"); err != nil {
-				b.Fatal(err)
-			}
-			spec, _ := classifier.Case(n)
-			m, err := classifier.New(base, spec)
+			base, err := backbone.Load(resnet.New(cfg), resnet.RandomStateDict(cfg, 1), "random", "")
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := m.Init(1); err != nil {
+			spec, _ := adapter.Case(n)
+			a, err := adapter.New(base.Net, spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := a.Init(base, 1); err != nil {
 				b.Fatal(err)
 			}
 			const batch = 64
 			d := &randomData{n: batch * (b.N + 1)}
-			tr, err := New(goBackend(), m, Config{Batch: batch, Epochs: 1, Seed: 1})
+			c := DefaultConfig()
+			c.Batch, c.Seed = batch, 1
+			tr, err := New(goBackend(), base, a, c)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -56,7 +60,7 @@ type randomData struct{ n int }
 
 func (r *randomData) Len() int        { return r.n }
 func (r *randomData) NumClasses() int { return 10 }
-func (r *randomData) Fill(idx []int, size int, _, _ [3]float32, _ *rand.Rand, dst []float32, labels []int32) {
+func (r *randomData) Fill(idx []int, _ preprocess.Preprocess, _ *rand.Rand, dst []float32, labels []int32) {
 	rng := rand.New(rand.NewPCG(uint64(idx[0]), 1))
 	for i := range dst {
 		dst[i] = float32(rng.NormFloat64())

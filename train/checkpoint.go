@@ -7,35 +7,36 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/safetensors"
 )
 
-// save writes the training state — trainable variables, optimizer slots
-// and the step — atomically, in the Store's own layout (this file is for
-// resuming, not for sharing: adapters are).
+// slotKey names an optimizer slot of a tensor in checkpoints.
+func slotKey(key string, slot int) string { return fmt.Sprintf("optimizer.%d.%s", slot, key) }
+
+// save writes the training state — trainable tensors, optimizer slots, the
+// adapter's batch-norm statistics and the step — atomically, in graph
+// layout (this file is for resuming, not for sharing: adapters are).
 func (t *Trainer) save(path string) error {
 	sd := checkpoint.NewStateDict()
-	add := func(key string) error {
-		v := t.net.Base.Store.GetVariable(key)
-		value, err := v.Value()
-		if err != nil {
-			return err
+	add := func(key string, v *tensors.Tensor) {
+		if v.DType() == dtypes.Int64 {
+			sd.Set(key, checkpoint.FromInt64(v.Shape().Dimensions, tensors.MustCopyFlatData[int64](v)))
+			return
 		}
-		sd.Set(key, checkpoint.FromFloat32(value.Shape().Dimensions, tensors.MustCopyFlatData[float32](value)))
-		return nil
+		sd.Set(key, checkpoint.FromFloat32(v.Shape().Dimensions, tensors.MustCopyFlatData[float32](v)))
 	}
-	for _, v := range t.vars {
-		if err := add(v.Path()); err != nil {
-			return err
+	for _, k := range t.params {
+		add(k, t.ad.Tensor(k))
+		for i, s := range t.slots[k] {
+			add(slotKey(k, i), s)
 		}
-		for _, s := range t.slots() {
-			if err := add(slotPath(s, v)); err != nil {
-				return err
-			}
-		}
+	}
+	for _, k := range t.buffers {
+		add(k, t.ad.Tensor(k))
 	}
 	history, err := json.Marshal(t.history)
 	if err != nil {
@@ -48,8 +49,8 @@ func (t *Trainer) save(path string) error {
 }
 
 // load restores a checkpoint written by save; false if there is none. A
-// checkpoint of another recipe (optimizer, seed, batch) or model is an error,
-// not a silent restart.
+// checkpoint of another recipe (optimizer, seed, batch) or adapter is an
+// error, not a silent restart.
 func (t *Trainer) load(path string) (bool, error) {
 	sd, meta, err := safetensors.Load(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -68,26 +69,53 @@ func (t *Trainer) load(path string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("%s: no valid lorafit.step in its metadata", path)
 	}
-	store := t.net.Base.Store
-	want := len(t.vars) * (1 + len(t.slots()))
+	want := len(t.params)*(1+t.numSlots()) + len(t.buffers)
 	if sd.Len() != want {
-		return false, fmt.Errorf("%s: holds %d tensors, this model trains %d: another case or config?", path, sd.Len(), want)
+		return false, fmt.Errorf("%s: holds %d tensors, this adapter trains %d: another case or config?", path, sd.Len(), want)
 	}
-	for _, k := range sd.Names {
-		v := store.GetVariable(k)
-		if v == nil {
-			return false, fmt.Errorf("%s: tensor %q is not a variable of this model", path, k)
+	get := func(key string, like *tensors.Tensor) (*tensors.Tensor, error) {
+		ct := sd.Get(key)
+		if ct == nil {
+			return nil, fmt.Errorf("%s: no tensor %q: another case or config?", path, key)
 		}
-		vals, err := sd.Get(k).Float32s()
+		var v *tensors.Tensor
+		if like.DType() == dtypes.Int64 {
+			if ct.DType != checkpoint.I64 || ct.NumElements() != 1 || len(ct.Data) != 8 {
+				return nil, fmt.Errorf("%s: %q is not an int64 scalar", path, key)
+			}
+			vals, _ := ct.Float32s()
+			v = tensors.FromScalar(int64(vals[0]))
+		} else {
+			vals, err := ct.Float32s()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q: %w", path, key, err)
+			}
+			if len(vals) != like.Shape().Size() {
+				return nil, fmt.Errorf("%s: %q has shape %v, the adapter %v", path, key, ct.Shape, like.Shape().Dimensions)
+			}
+			v = tensors.FromFlatDataAndDimensions(vals, like.Shape().Dimensions...)
+		}
+		if !v.Shape().Equal(like.Shape()) {
+			return nil, fmt.Errorf("%s: %q has shape %v, the adapter %v", path, key, ct.Shape, like.Shape().Dimensions)
+		}
+		return v, nil
+	}
+	for _, k := range append(append([]string{}, t.params...), t.buffers...) {
+		v, err := get(k, t.ad.Tensor(k))
 		if err != nil {
 			return false, err
 		}
-		value := tensors.FromFlatDataAndDimensions(vals, sd.Get(k).Shape...)
-		if !value.Shape().Equal(v.Shape()) {
-			return false, fmt.Errorf("%s: %q has shape %v, the model %v", path, k, sd.Get(k).Shape, v.Shape().Dimensions)
-		}
-		if err := v.SetValue(value); err != nil {
+		if err := t.ad.SetTensor(k, v); err != nil {
 			return false, err
+		}
+	}
+	for _, k := range t.params {
+		for i := range t.slots[k] {
+			v, err := get(slotKey(k, i), t.slots[k][i])
+			if err != nil {
+				return false, err
+			}
+			t.slots[k][i] = v
 		}
 	}
 	t.step = step

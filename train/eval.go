@@ -3,15 +3,13 @@ package train
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
-	"github.com/gomlx/compute"
-	"github.com/gomlx/compute/dtypes"
-	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/model"
 
 	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/preprocess"
 )
 
 // Eval is a model's score on a labelled set.
@@ -25,53 +23,52 @@ type Eval struct {
 	ImgPerSec float64
 }
 
-// Evaluate runs net in inference mode over all of d, in batches of
-// cfg.Batch (the last one smaller).
-func Evaluate(ctx context.Context, b compute.Backend, net *classifier.Model, d Data, cfg Config) (*Eval, error) {
-	cfg.Defaults()
-	exec, err := model.NewExec(b, net.Base.Store, func(_ *model.Scope, x, labels *Node) (*Node, *Node) {
-		logits := net.Logits(x)
-		return ArgMax(logits, 1, dtypes.Int32), crossEntropyPerSample(logits, labels, 0)
-	})
-	if err != nil {
-		return nil, err
-	}
+// Evaluate runs p over all of d, in batches of batch (the last one
+// smaller), preprocessed as pre says.
+func Evaluate(ctx context.Context, p *classifier.Predictor, d Data, pre preprocess.Preprocess, batch int) (*Eval, error) {
 	k := d.NumClasses()
+	if p.NumClasses() != k {
+		return nil, fmt.Errorf("the model has %d outputs and the data %d classes", p.NumClasses(), k)
+	}
 	e := &Eval{N: d.Len(), Confusion: make([][]int, k), PerClass: make([]float64, k)}
 	for i := range e.Confusion {
 		e.Confusion[i] = make([]int, k)
 	}
-	size := cfg.ImageSize
-	x := make([]float32, cfg.Batch*3*size*size)
-	labels := make([]int32, cfg.Batch)
-	idx := make([]int, 0, cfg.Batch)
+	side := pre.Crop
+	x := make([]float32, batch*3*side*side)
+	labels := make([]int32, batch)
+	idx := make([]int, 0, batch)
 	start := time.Now()
 	var lossSum float64
 	correct := 0
-	for lo := 0; lo < e.N; lo += cfg.Batch {
+	for lo := 0; lo < e.N; lo += batch {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("evaluation interrupted: %w", err)
 		}
-		hi := min(lo+cfg.Batch, e.N)
+		hi := min(lo+batch, e.N)
 		idx = idx[:0]
 		for i := lo; i < hi; i++ {
 			idx = append(idx, i)
 		}
 		n := hi - lo
-		d.Fill(idx, size, cfg.Mean, cfg.Std, nil, x[:n*3*size*size], labels[:n])
-		out, err := exec.Call(tensors.FromFlatDataAndDimensions(x[:n*3*size*size], n, 3, size, size),
-			tensors.FromFlatDataAndDimensions(labels[:n], n))
+		d.Fill(idx, pre, nil, x[:n*3*side*side], labels[:n])
+		out, err := p.Logits(tensors.FromFlatDataAndDimensions(x[:n*3*side*side], n, 3, side, side))
 		if err != nil {
 			return nil, err
 		}
-		pred := tensors.MustCopyFlatData[int32](out[0])
-		losses := tensors.MustCopyFlatData[float32](out[1])
+		logits := tensors.MustCopyFlatData[float32](out)
+		out.FinalizeAll()
 		for i := range n {
-			e.Confusion[labels[i]][pred[i]]++
-			if pred[i] == labels[i] {
+			row := logits[i*k : (i+1)*k]
+			pred, loss := argmaxLoss(row, int(labels[i]))
+			if math.IsNaN(loss) {
+				return nil, fmt.Errorf("evaluation: image %d gives NaN logits: the adapter's weights are broken", lo+i)
+			}
+			e.Confusion[labels[i]][pred]++
+			if pred == int(labels[i]) {
 				correct++
 			}
-			lossSum += float64(losses[i])
+			lossSum += loss
 		}
 	}
 	e.Seconds = time.Since(start).Seconds()
@@ -88,4 +85,21 @@ func Evaluate(ctx context.Context, b compute.Backend, net *classifier.Model, d D
 		}
 	}
 	return e, nil
+}
+
+// argmaxLoss is a row's predicted class (the first maximum, as torch.argmax)
+// and its cross-entropy against label.
+func argmaxLoss(row []float32, label int) (int, float64) {
+	best := 0
+	for i, v := range row {
+		if v > row[best] {
+			best = i
+		}
+	}
+	m := float64(row[best])
+	var sum float64
+	for _, v := range row {
+		sum += math.Exp(float64(v) - m)
+	}
+	return best, m + math.Log(sum) - float64(row[label])
 }

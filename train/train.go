@@ -1,10 +1,11 @@
-// Package train fine-tunes a classifier.Model: a mini-batch loop over GoMLX
-// with Adam, AdamW or SGD+momentum written out in the graph (so the
-// learning rate, bias correction and state are plain and checkpointable),
-// a cosine schedule with warmup, label smoothing, and gradients computed
-// for trainable variables only. Runs are deterministic for a seed, and a
-// checkpoint at every epoch end (or on Ctrl-C) lets a killed run resume to
-// the same final weights.
+// Package train fine-tunes an adapter on a frozen base: a mini-batch loop
+// over GoMLX with Adam, AdamW or SGD+momentum written out in the graph (so
+// the learning rate, bias correction and state are plain and
+// checkpointable), a cosine schedule with warmup, label smoothing, and
+// gradients computed for the adapter's trainable tensors only. The base is
+// read, never written; the trainer owns the optimizer state. Runs are
+// deterministic for a seed, and a checkpoint at every epoch end (or on
+// Ctrl-C) lets a killed run resume to the same final weights.
 package train
 
 import (
@@ -14,30 +15,35 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
-	"github.com/gomlx/gomlx/ml/model"
 
+	"github.com/lorafit/lorafit/adapter"
+	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/nn"
+	"github.com/lorafit/lorafit/preprocess"
 	"github.com/lorafit/lorafit/report"
 )
 
 // Data is what training and evaluation read: a labelled image set that
-// fills NCHW float32 batches (normalized, 3 channels, size×size).
+// fills NCHW float32 batches as a preprocessing says.
 type Data interface {
 	Len() int
 	NumClasses() int
-	// Fill writes images idx into dst ([len(idx),3,size,size]) and their
-	// labels into labels; rng, when not nil, drives augmentation.
-	Fill(idx []int, size int, mean, std [3]float32, rng *rand.Rand, dst []float32, labels []int32)
+	// Fill writes images idx into dst ([len(idx),3,p.Crop,p.Crop]) and
+	// their labels into labels; rng, when not nil, drives augmentation.
+	Fill(idx []int, p preprocess.Preprocess, rng *rand.Rand, dst []float32, labels []int32)
 }
 
-// Config is the training budget and recipe.
+// Config is the training budget and recipe. Start from DefaultConfig: every
+// field means what it says, zero included (Validate refuses what makes no
+// sense rather than substituting a default).
 type Config struct {
 	Epochs         int
 	Batch          int
@@ -49,10 +55,9 @@ type Config struct {
 	Warmup         float64 // fraction of steps with linear warmup
 	LabelSmoothing float64
 	Seed           uint64
-	ImageSize      int
-	Mean, Std      [3]float32
+	Preprocess     preprocess.Preprocess
 	Augment        bool
-	LimitSteps     int // stop after this many steps in total (tests)
+	LimitSteps     int // stop after this many steps in total (tests); 0: no limit
 
 	Checkpoint string // file written at each epoch end and on interruption; "" for none
 	Resume     bool   // continue from Checkpoint if it exists
@@ -60,43 +65,44 @@ type Config struct {
 	Progress io.Writer // progress bar or log lines; nil for silence
 }
 
-// Defaults fills zero fields with lorafit's defaults.
-func (c *Config) Defaults() {
-	if c.Epochs == 0 {
-		c.Epochs = 1
-	}
-	if c.Batch == 0 {
-		c.Batch = 64
-	}
-	if c.LR == 0 {
-		c.LR = 1e-3
-	}
-	if c.Optimizer == "" {
-		c.Optimizer = "adam"
-	}
-	if c.Momentum == 0 {
-		c.Momentum = 0.9
-	}
-	if c.Schedule == "" {
-		c.Schedule = "cosine"
-	}
-	if c.ImageSize == 0 {
-		c.ImageSize = 28
-	}
+// DefaultConfig is lorafit's recipe: one epoch of Adam at 1e-3, batch 64,
+// cosine decay after 5% warmup, MNIST's 28×28 inputs with ImageNet's
+// statistics. The CLI's flag defaults are these values.
+func DefaultConfig() Config {
+	return Config{Epochs: 1, Batch: 64, LR: 1e-3, Optimizer: "adam", Momentum: 0.9, Schedule: "cosine",
+		Warmup: 0.05, Preprocess: preprocess.Native(28)}
 }
 
-func (c *Config) validate() error {
+// MaxBatch bounds the batch size: beyond it a batch of 224×224 images
+// alone is gigabytes.
+const MaxBatch = 4096
+
+// Validate refuses a recipe that cannot run or would not mean what it says.
+func (c *Config) Validate() error {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch {
 	case c.Optimizer != "adam" && c.Optimizer != "adamw" && c.Optimizer != "sgd":
 		return fmt.Errorf("optimizer %q: want adam, adamw or sgd", c.Optimizer)
 	case c.Schedule != "cosine" && c.Schedule != "constant":
 		return fmt.Errorf("schedule %q: want cosine or constant", c.Schedule)
-	case c.Epochs < 1 || c.Batch < 1 || c.LR <= 0:
-		return fmt.Errorf("epochs, batch and lr must be positive")
-	case c.Warmup < 0 || c.Warmup >= 1 || c.LabelSmoothing < 0 || c.LabelSmoothing >= 1:
-		return fmt.Errorf("warmup and label smoothing must be in [0, 1)")
+	case c.Epochs < 1:
+		return fmt.Errorf("epochs %d: want at least 1", c.Epochs)
+	case c.Batch < 1 || c.Batch > MaxBatch:
+		return fmt.Errorf("batch %d: want 1 to %d", c.Batch, MaxBatch)
+	case !(c.LR > 0) || !finite(c.LR):
+		return fmt.Errorf("learning rate %v: want a positive number", c.LR)
+	case !(c.Momentum >= 0 && c.Momentum < 1):
+		return fmt.Errorf("momentum %v: want [0, 1)", c.Momentum)
+	case !(c.WeightDecay >= 0) || !finite(c.WeightDecay):
+		return fmt.Errorf("weight decay %v: want a non-negative number", c.WeightDecay)
+	case !(c.Warmup >= 0 && c.Warmup < 1):
+		return fmt.Errorf("warmup %v: want a fraction in [0, 1)", c.Warmup)
+	case !(c.LabelSmoothing >= 0 && c.LabelSmoothing < 1):
+		return fmt.Errorf("label smoothing %v: want [0, 1)", c.LabelSmoothing)
+	case c.LimitSteps < 0:
+		return fmt.Errorf("step limit %d: want 0 (none) or more", c.LimitSteps)
 	}
-	return nil
+	return c.Preprocess.Validate()
 }
 
 // Result is what Fit measured.
@@ -106,19 +112,27 @@ type Result struct {
 	Seconds   float64 // wall time of the loop, first-step compilation included
 	ImgPerSec float64 // steady state: first step (compilation) excluded
 	Resumed   bool
+	// ResumedAt is the step the run continued from (0 if not resumed).
+	ResumedAt int
 }
 
 // ErrInterrupted is returned when ctx was cancelled; the checkpoint holds
 // the state to resume from.
 var ErrInterrupted = errors.New("training interrupted")
 
-// Trainer owns the compiled train step of one model.
+// Trainer owns the compiled train step of one adapter on one base.
 type Trainer struct {
 	cfg     Config
-	net     *classifier.Model
+	base    *backbone.Base
+	ad      *adapter.Adapter // a clone of the adapter given, updated every step
 	backend compute.Backend
-	vars    []*model.Variable // trainable, in path order (determinism)
-	exec    *model.Exec
+
+	params  []string // trainable entries, in entry order
+	buffers []string // running statistics of the adapter's own batch norms
+	slots   map[string][]*tensors.Tensor
+	bake    bool
+	frozen  *classifier.Feed // base tensors fed as parameters (unless baked)
+	exec    *Exec
 	step    int // optimizer steps done
 
 	// Carried through checkpoints, so a resumed run reports the whole run.
@@ -126,45 +140,49 @@ type Trainer struct {
 	seconds float64 // training wall time before this Fit
 }
 
-// New prepares training of net's trainable variables.
-func New(b compute.Backend, net *classifier.Model, cfg Config) (*Trainer, error) {
-	cfg.Defaults()
-	if err := cfg.validate(); err != nil {
+// New prepares training of a's trainable tensors on base. a is not modified:
+// the trainer works on a clone, returned by Adapter.
+func New(b compute.Backend, base *backbone.Base, a *adapter.Adapter, cfg Config) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Trainer{cfg: cfg, net: net, backend: b, vars: net.Trainable()}
-	if len(t.vars) == 0 {
-		return nil, fmt.Errorf("nothing to train: no trainable variables")
-	}
-	sort.Slice(t.vars, func(i, j int) bool { return t.vars[i].Path() < t.vars[j].Path() })
-	store := net.Base.Store
-	for _, v := range t.vars {
-		for _, slot := range t.slots() {
-			zero := tensors.FromShape(v.Shape())
-			sv, err := store.CreateVariable(slotPath(slot, v), zero)
-			if err != nil {
-				return nil, err
+	t := &Trainer{cfg: cfg, base: base, ad: a.Clone(), backend: b, slots: map[string][]*tensors.Tensor{}, bake: classifier.BakeBase(b)}
+	for _, e := range a.Entries() {
+		if a.Tensor(e.Key) == nil {
+			return nil, fmt.Errorf("adapter has no value for %q: Init it or load it first", e.Key)
+		}
+		switch {
+		case e.Trainable():
+			t.params = append(t.params, e.Key)
+			for range t.numSlots() {
+				t.slots[e.Key] = append(t.slots[e.Key], tensors.FromShape(a.Tensor(e.Key).Shape()))
 			}
-			sv.SetTrainable(false)
+		case e.Kind == "buffer":
+			t.buffers = append(t.buffers, e.Key)
 		}
 	}
+	if len(t.params) == 0 {
+		return nil, fmt.Errorf("nothing to train: the adapter has no trainable tensors")
+	}
+	t.frozen = classifier.BaseFeed(base, a)
 	var err error
-	t.exec, err = model.NewExec(b, store, t.stepGraph)
+	t.exec, err = NewExec(b, t.stepGraph)
 	if err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// slots are the optimizer's per-variable states.
-func (t *Trainer) slots() []string {
-	if t.cfg.Optimizer == "sgd" {
-		return []string{"momentum"}
-	}
-	return []string{"m", "v"}
-}
+// Adapter is the adapter being trained, with the weights of the last step.
+func (t *Trainer) Adapter() *adapter.Adapter { return t.ad }
 
-func slotPath(slot string, v *model.Variable) string { return "/optimizer/" + slot + v.Path() }
+// numSlots is the optimizer's per-tensor state count.
+func (t *Trainer) numSlots() int {
+	if t.cfg.Optimizer == "sgd" {
+		return 1 // momentum buffer
+	}
+	return 2 // Adam's m and v
+}
 
 // LR is the learning rate at a step: linear warmup, then cosine decay to 0
 // (or constant).
@@ -181,40 +199,100 @@ func (t *Trainer) LR(step, total int) float64 {
 }
 
 // stepGraph is one optimizer step: forward, loss, gradients of the
-// trainable variables, update. Inputs: images, labels, learning rate, the
-// optimizer step number (for Adam's bias correction) and a dropout RNG state.
-func (t *Trainer) stepGraph(scope *model.Scope, x, labels, lr, stepNum, rng *Node) (loss, correct *Node) {
+// trainable tensors, update. Inputs: images, labels, learning rate, the
+// optimizer step number (for Adam's bias correction), a dropout RNG state,
+// then the base's tensors (unless baked in), the trainable tensors, their
+// optimizer slots and the adapter's batch-norm statistics. Outputs: loss,
+// number correct, then the new trainable tensors, slots and statistics.
+func (t *Trainer) stepGraph(inputs []*Node) []*Node {
+	x, labels, lr, stepNum, rng := inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]
 	g := x.Graph()
-	// Before any variable is read: the Go backend otherwise bakes variables
-	// into inference graphs as constants, and a train step would keep
-	// reading the weights it was compiled with.
-	scope.Store().SetTraining(g, true)
-	t.net.StartTraining(rng)
-	defer t.net.StopTraining()
-	logits := t.net.Logits(x)
-	loss = CrossEntropy(logits, labels, t.cfg.LabelSmoothing)
-	correct = numCorrect(logits, labels)
-
-	params := make([]*Node, len(t.vars))
-	for i, v := range t.vars {
-		params[i] = v.NodeValue(g)
+	rest := inputs[5:]
+	w := nn.Weights{}
+	if t.bake {
+		t.frozen.Consts(g, w)
+	} else {
+		t.frozen.Bind(rest[:len(t.frozen.Keys)], w)
+		rest = rest[len(t.frozen.Keys):]
 	}
+	np, ns := len(t.params), t.numSlots()
+	params := rest[:np]
+	slots := rest[np : np+np*ns]
+	buffers := rest[np+np*ns:]
+	for i, k := range t.params {
+		w[k] = params[i]
+	}
+	for i, k := range t.buffers {
+		w[k] = buffers[i]
+	}
+	f := &classifier.Forward{Net: t.base.Net, Adapter: t.ad, Weights: w, Training: true, RNG: rng, Updated: nn.Weights{}}
+	logits := f.Logits(x, 0)
+	loss := CrossEntropy(logits, labels, t.cfg.LabelSmoothing)
+	outs := []*Node{loss, numCorrect(logits, labels)}
 	grads := Gradient(loss, params...)
-	store := scope.Store()
-	for i, v := range t.vars {
-		vars := make([]*model.Variable, len(t.slots()))
-		slots := make([]*Node, len(vars))
-		for j, name := range t.slots() {
-			vars[j] = store.GetVariable(slotPath(name, v))
-			slots[j] = vars[j].NodeValue(g)
-		}
-		w, slots := OptimizerStep(t.cfg, params[i], grads[i], slots, lr, stepNum)
-		v.SetNodeValue(w)
-		for j := range vars {
-			vars[j].SetNodeValue(slots[j])
+	var newSlots []*Node
+	for i := range t.params {
+		nw, s := OptimizerStep(t.cfg, params[i], grads[i], slots[i*ns:(i+1)*ns], lr, stepNum)
+		outs = append(outs, nw)
+		newSlots = append(newSlots, s...)
+	}
+	outs = append(outs, newSlots...)
+	for _, k := range t.buffers {
+		outs = append(outs, f.Updated.Get(k))
+	}
+	return outs
+}
+
+// call runs one step and takes its outputs as the new state.
+func (t *Trainer) call(x []float32, labels []int32, lr float64, rngState *tensors.Tensor) (loss, hits float64, err error) {
+	c := t.cfg
+	n := len(labels)
+	side := c.Preprocess.Crop
+	args := []any{
+		tensors.FromFlatDataAndDimensions(x, n, 3, side, side),
+		tensors.FromFlatDataAndDimensions(labels, n),
+		tensors.FromScalar(float32(lr)),
+		tensors.FromScalar(float32(t.step + 1)),
+		rngState,
+	}
+	if !t.bake {
+		args = append(args, t.frozen.Args()...)
+	}
+	for _, k := range t.params {
+		args = append(args, t.ad.Tensor(k))
+	}
+	for _, k := range t.params {
+		for _, s := range t.slots[k] {
+			args = append(args, s)
 		}
 	}
-	return loss, correct
+	for _, k := range t.buffers {
+		args = append(args, t.ad.Tensor(k))
+	}
+	out, err := t.exec.Call(args...)
+	if err != nil {
+		return 0, 0, fmt.Errorf("train step %d: %w", t.step, err)
+	}
+	loss = float64(tensors.ToScalar[float32](out[0]))
+	hits = float64(tensors.ToScalar[float32](out[1]))
+	out = out[2:]
+	for i, k := range t.params {
+		if err := t.ad.SetTensor(k, out[i]); err != nil {
+			return 0, 0, err
+		}
+	}
+	out = out[len(t.params):]
+	ns := t.numSlots()
+	for i, k := range t.params {
+		t.slots[k] = slices.Clone(out[i*ns : (i+1)*ns])
+	}
+	out = out[len(t.params)*ns:]
+	for i, k := range t.buffers {
+		if err := t.ad.SetTensor(k, out[i]); err != nil {
+			return 0, 0, err
+		}
+	}
+	return loss, hits, nil
 }
 
 // OptimizerStep updates one weight w given its gradient, as torch.optim's
@@ -284,6 +362,9 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 			return nil, err
 		}
 		res.Resumed = ok
+		if ok {
+			res.ResumedAt = t.step
+		}
 	}
 	res.History = t.history
 	prior := t.seconds
@@ -291,7 +372,8 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 		total = c.LimitSteps
 	}
 	bar := newProgress(c.Progress, total)
-	x := make([]float32, c.Batch*3*c.ImageSize*c.ImageSize)
+	side := c.Preprocess.Crop
+	x := make([]float32, c.Batch*3*side*side)
 	labels := make([]int32, c.Batch)
 	start := time.Now()
 	var steadyStart time.Time
@@ -306,22 +388,15 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 		if c.Augment {
 			aug = rand.New(rand.NewPCG(c.Seed^0x617567, uint64(t.step)))
 		}
-		d.Fill(idx, c.ImageSize, c.Mean, c.Std, aug, x, labels)
+		d.Fill(idx, c.Preprocess, aug, x, labels)
 		rngState, err := RNGStateFromSeed(int64(c.Seed) + int64(t.step))
 		if err != nil {
 			return nil, err
 		}
-		out, err := t.exec.Call(
-			tensors.FromFlatDataAndDimensions(x, c.Batch, 3, c.ImageSize, c.ImageSize),
-			tensors.FromFlatDataAndDimensions(labels, c.Batch),
-			tensors.FromScalar(float32(t.LR(t.step, total))),
-			tensors.FromScalar(float32(t.step+1)),
-			rngState)
+		loss, hits, err := t.call(x, labels, t.LR(t.step, total), rngState)
 		if err != nil {
-			return nil, fmt.Errorf("train step %d: %w", t.step, err)
+			return nil, err
 		}
-		loss := float64(tensors.ToScalar[float32](out[0]))
-		hits := float64(tensors.ToScalar[float32](out[1]))
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return nil, fmt.Errorf("train step %d: loss is %v (learning rate %g too high?)", t.step, loss, c.LR)
 		}

@@ -12,24 +12,21 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/gomlx/compute"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/adapter"
+	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/pth"
 	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/internal/testutil"
 	"github.com/lorafit/lorafit/lora"
+	"github.com/lorafit/lorafit/preprocess"
+	"github.com/lorafit/lorafit/resnet"
 )
 
-var goBackend = sync.OnceValue(func() compute.Backend {
-	b, err := backend.New("go")
-	if err != nil {
-		panic(err)
-	}
-	return b
-})
+var goBackend = testutil.Backend
 
 // synth is a small learnable set: the class is which image quadrant is
 // bright, plus noise.
@@ -63,65 +60,74 @@ func newSynth(n int, seed uint64) *synth {
 
 func (s *synth) Len() int        { return len(s.x) }
 func (s *synth) NumClasses() int { return 4 }
-func (s *synth) Fill(idx []int, size int, _, _ [3]float32, _ *rand.Rand, dst []float32, labels []int32) {
-	n := 3 * size * size
+func (s *synth) Fill(idx []int, p preprocess.Preprocess, _ *rand.Rand, dst []float32, labels []int32) {
+	n := 3 * p.Crop * p.Crop
 	for i, j := range idx {
 		copy(dst[i*n:(i+1)*n], s.x[j])
 		labels[i] = s.labels[j]
 	}
 }
 
-// newNet is a case-2-like adaptation of the width-4 ResNet-50 fixture.
-func newNet(t *testing.T) *classifier.Model {
-	t.Helper()
-	sd, err := pth.Load("../resnet/testdata/resnet50_w4.pth")
+// fixtureBase is the width-4 ResNet-50 fixture, loaded once.
+var fixtureBase = sync.OnceValues(func() (*backbone.Base, error) {
+	sd, err := pth.Load(testutil.ResNet50W4)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	base, err := classifier.BaseFromStateDict(sd, "", "fixture")
+	return resnet.FromStateDict(sd, "", "fixture", "")
+})
+
+// newNet is a case-2-like adaptation of the width-4 ResNet-50 fixture.
+func newNet(t *testing.T) (*backbone.Base, *adapter.Adapter) {
+	t.Helper()
+	base, err := fixtureBase()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := lora.Default()
 	c.TargetModules, c.R, c.LoraAlpha, c.ModulesToSave = lora.Targets{Regex: `.*\.2\.conv3`}, 2, 4, []string{"fc", "head"}
 	c.LoraDropout = 0.1
-	m, err := classifier.New(base, classifier.Spec{LoRA: c, Head: classifier.Head{8}, NumClasses: 4})
+	a, err := adapter.New(base.Net, adapter.Spec{LoRA: c, Head: adapter.Head{8}, NumClasses: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Init(1); err != nil {
+	if err := a.Init(base, 1); err != nil {
 		t.Fatal(err)
 	}
-	return m
+	return base, a
 }
 
-func weightsOf(t *testing.T, m *classifier.Model) *checkpoint.StateDict {
+func weightsOf(t *testing.T, a *adapter.Adapter) *checkpoint.StateDict {
 	t.Helper()
-	sd, err := m.StateDict(m.Entries())
+	sd, err := a.StateDict()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return sd
 }
 
-func fit(t *testing.T, cfg Config, ctx context.Context) (*classifier.Model, *Result, error) {
+func fit(t *testing.T, cfg Config, ctx context.Context) (*adapter.Adapter, *Result, error) {
 	t.Helper()
-	m := newNet(t)
-	tr, err := New(goBackend(), m, cfg)
+	base, a := newNet(t)
+	tr, err := New(goBackend(), base, a, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res, err := tr.Fit(ctx, newSynth(48, 1))
-	return m, res, err
+	return tr.Adapter(), res, err
 }
 
-var recipe = Config{Epochs: 2, Batch: 8, LR: 3e-3, Optimizer: "adamw", WeightDecay: 0.01, Warmup: 0.1, LabelSmoothing: 0.1, Seed: 5}
+var recipe = func() Config {
+	c := DefaultConfig()
+	c.Epochs, c.Batch, c.LR, c.Optimizer, c.WeightDecay, c.Warmup, c.LabelSmoothing, c.Seed = 2, 8, 3e-3, "adamw", 0.01, 0.1, 0.1, 5
+	return c
+}()
 
 // TestTrainingLearnsAndFreezes: loss falls, only trainable tensors move.
 func TestTrainingLearnsAndFreezes(t *testing.T) {
-	m := newNet(t)
-	before := weightsOf(t, m)
-	tr, err := New(goBackend(), m, recipe)
+	base, a := newNet(t)
+	before, baseBefore := weightsOf(t, a), base.Digest()
+	tr, err := New(goBackend(), base, a, recipe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,26 +139,23 @@ func TestTrainingLearnsAndFreezes(t *testing.T) {
 	if len(h) < 4 || h[len(h)-1].Loss >= h[0].Loss {
 		t.Errorf("training loss did not fall: %+v", h)
 	}
-	after := weightsOf(t, m)
-	kinds := map[string]string{}
-	for _, e := range m.Entries() {
-		kinds[e.Key] = e.Kind
+	if base.Digest() != baseBefore {
+		t.Error("training an adapter changed the base")
 	}
+	if d := weightsOf(t, a); string(d.Get("fc.weight").Data) != string(before.Get("fc.weight").Data) {
+		t.Error("training changed the adapter it was given, not its own copy")
+	}
+	after := weightsOf(t, tr.Adapter())
 	moved := 0
 	for _, k := range before.Names {
-		same := string(before.Get(k).Data) == string(after.Get(k).Data)
-		trainable := kinds[k] == "lora" || kinds[k] == "saved"
-		if !trainable && !same {
-			t.Errorf("frozen %s changed", k)
-		}
-		if trainable && !same {
+		if string(before.Get(k).Data) != string(after.Get(k).Data) {
 			moved++
 		}
 	}
-	if moved == 0 {
-		t.Error("no trainable tensor changed")
+	if moved != len(before.Names) {
+		t.Errorf("%d of %d trainable tensors changed", moved, len(before.Names))
 	}
-	ev, err := Evaluate(context.Background(), goBackend(), m, newSynth(40, 2), recipe)
+	ev, err := Evaluate(context.Background(), classifier.NewPredictor(goBackend(), base, tr.Adapter()), newSynth(40, 2), recipe.Preprocess, recipe.Batch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,11 +174,11 @@ func TestTrainingLearnsAndFreezes(t *testing.T) {
 func TestDeterministic(t *testing.T) {
 	cfg := recipe
 	cfg.Epochs = 1
-	m1, r1, err := fit(t, cfg, context.Background())
+	a1, r1, err := fit(t, cfg, context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	m2, r2, err := fit(t, cfg, context.Background())
+	a2, r2, err := fit(t, cfg, context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +187,7 @@ func TestDeterministic(t *testing.T) {
 			t.Fatalf("history differs at %d: %+v vs %+v", i, r1.History[i], r2.History[i])
 		}
 	}
-	a, b := weightsOf(t, m1), weightsOf(t, m2)
+	a, b := weightsOf(t, a1), weightsOf(t, a2)
 	for _, k := range a.Names {
 		if string(a.Get(k).Data) != string(b.Get(k).Data) {
 			t.Fatalf("%s differs between two runs with the same seed", k)
@@ -199,8 +202,8 @@ type cancelAfter struct {
 	cancel context.CancelFunc
 }
 
-func (c *cancelAfter) Fill(idx []int, size int, mean, std [3]float32, rng *rand.Rand, dst []float32, labels []int32) {
-	c.synth.Fill(idx, size, mean, std, rng, dst, labels)
+func (c *cancelAfter) Fill(idx []int, p preprocess.Preprocess, rng *rand.Rand, dst []float32, labels []int32) {
+	c.synth.Fill(idx, p, rng, dst, labels)
 	if c.n--; c.n == 0 {
 		c.cancel()
 	}
@@ -215,8 +218,8 @@ func TestResume(t *testing.T) {
 	}
 	cfg := recipe
 	cfg.Checkpoint = filepath.Join(t.TempDir(), "ckpt.safetensors")
-	m := newNet(t)
-	tr, err := New(goBackend(), m, cfg)
+	base, a := newNet(t)
+	tr, err := New(goBackend(), base, a, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,8 +229,8 @@ func TestResume(t *testing.T) {
 		t.Fatalf("interrupted run: %v", err)
 	}
 	cfg.Resume = true
-	m2 := newNet(t)
-	tr2, err := New(goBackend(), m2, cfg)
+	base, a2 := newNet(t)
+	tr2, err := New(goBackend(), base, a2, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,15 +244,16 @@ func TestResume(t *testing.T) {
 	if !slices.Equal(res.History, wantRes.History) {
 		t.Errorf("the resumed run's history is not the whole run's:\n%v\n%v", res.History, wantRes.History)
 	}
-	a, b := weightsOf(t, want), weightsOf(t, m2)
-	for _, k := range a.Names {
-		if string(a.Get(k).Data) != string(b.Get(k).Data) {
+	w1, w2 := weightsOf(t, want), weightsOf(t, tr2.Adapter())
+	for _, k := range w1.Names {
+		if string(w1.Get(k).Data) != string(w2.Get(k).Data) {
 			t.Fatalf("%s: resumed run differs from the uninterrupted one", k)
 		}
 	}
 	// A checkpoint of another recipe is refused.
 	cfg.Seed = 6
-	tr3, _ := New(goBackend(), newNet(t), cfg)
+	base, a3 := newNet(t)
+	tr3, _ := New(goBackend(), base, a3, cfg)
 	if _, err := tr3.Fit(context.Background(), newSynth(48, 1)); err == nil {
 		t.Fatal("resumed a checkpoint saved with another seed")
 	}
@@ -318,7 +322,8 @@ func TestOptimizerStepMatchesPyTorch(t *testing.T) {
 	}
 	for _, run := range f.Runs {
 		t.Run(run.Name, func(t *testing.T) {
-			c := Config{Optimizer: run.Optimizer, WeightDecay: run.WeightDecay, Momentum: run.Momentum}
+			c := DefaultConfig()
+			c.Optimizer, c.WeightDecay, c.Momentum = run.Optimizer, run.WeightDecay, run.Momentum
 			nSlots := 2
 			if c.Optimizer == "sgd" {
 				nSlots = 1

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/lorafit/lorafit/preprocess"
 )
 
 // Weights describes one pretrained checkpoint, mirroring the fields of a
@@ -39,21 +41,14 @@ type Weights struct {
 	Acc1, Acc5 float64
 	// Recipe links to the training recipe that produced the weights.
 	Recipe string
-	// Transforms is the eval preprocessing the weights expect.
-	Transforms Transforms
+	// Preprocess is the eval preprocessing the weights expect.
+	Preprocess preprocess.Preprocess
+	// Interpolation is the torchvision InterpolationMode of its resize,
+	// e.g. "bilinear" (the only one lorafit implements).
+	Interpolation string
 	// Categories are the class names in logit order. The slice is shared by
 	// all registry entries; do not modify it.
 	Categories []string
-}
-
-// Transforms is torchvision's ImageClassification preset with its defaults
-// filled in: resize the short side to ResizeSize, center-crop CropSize,
-// scale to [0,1], then normalize with Mean/Std.
-type Transforms struct {
-	ResizeSize, CropSize int
-	Mean, Std            [3]float32
-	// Interpolation is the torchvision InterpolationMode value, e.g. "bilinear".
-	Interpolation string
 }
 
 // TorchvisionName returns the torchvision spelling, e.g.

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/lorafit/lorafit/resnet"
 )
 
 func TestLookup(t *testing.T) {
@@ -78,13 +80,13 @@ func TestLookupReturnsCopy(t *testing.T) {
 
 func TestRegistryFacts(t *testing.T) {
 	all := All()
-	if len(all) != 8 {
-		t.Fatalf("registry has %d entries, want 8 (resnet18/34 V1, resnet50/101/152 V1+V2)", len(all))
+	if len(all) != 17 {
+		t.Fatalf("registry has %d entries, want torchvision 0.14's 17 for resnet.py's ten architectures", len(all))
 	}
 	if !sort.SliceIsSorted(all, func(i, j int) bool { return all[i].Name < all[j].Name }) {
 		t.Error("All() not sorted")
 	}
-	fileRE := regexp.MustCompile(`^https://download\.pytorch\.org/models/(resnet\d+)-([0-9a-f]{8,})\.pth$`)
+	fileRE := regexp.MustCompile(`^https://download\.pytorch\.org/models/((?:resnet|resnext|wide_resnet)[0-9_x]+d?)-([0-9a-f]{8,})\.pth$`)
 	seen := map[string]bool{}
 	params := map[string]int{}
 	for _, w := range all {
@@ -106,18 +108,23 @@ func TestRegistryFacts(t *testing.T) {
 		if !(0 < w.Acc1 && w.Acc1 < w.Acc5 && w.Acc5 <= 100) {
 			t.Errorf("%s: implausible accuracies %v/%v", w.Name, w.Acc1, w.Acc5)
 		}
-		tr := w.Transforms
-		if tr.CropSize != 224 || (tr.ResizeSize != 256 && tr.ResizeSize != 232) {
-			t.Errorf("%s: crop %d resize %d", w.Name, tr.CropSize, tr.ResizeSize)
+		tr := w.Preprocess
+		if tr.Crop != 224 || (tr.Resize != 256 && tr.Resize != 232) {
+			t.Errorf("%s: crop %d resize %d", w.Name, tr.Crop, tr.Resize)
 		}
-		if strings.HasSuffix(w.Name, "_V1") != (tr.ResizeSize == 256) {
-			t.Errorf("%s: V1 recipes resize to 256, V2 to 232; got %d", w.Name, tr.ResizeSize)
+		// The new recipe (V2, and resnext101_64x4d's only weights) evaluates
+		// at 232; the original one at 256.
+		if newRecipe := !strings.HasSuffix(w.Name, "_V1") || w.Arch == "resnext101_64x4d"; newRecipe != (tr.Resize == 232) {
+			t.Errorf("%s: resize %d", w.Name, tr.Resize)
 		}
-		if tr.Mean != [3]float32{0.485, 0.456, 0.406} || tr.Std != [3]float32{0.229, 0.224, 0.225} || tr.Interpolation != "bilinear" {
-			t.Errorf("%s: transforms %+v", w.Name, tr)
+		if tr.Mean != [3]float32{0.485, 0.456, 0.406} || tr.Std != [3]float32{0.229, 0.224, 0.225} || w.Interpolation != "bilinear" {
+			t.Errorf("%s: preprocessing %+v, %s", w.Name, tr, w.Interpolation)
 		}
 		if !strings.HasPrefix(w.Recipe, "https://github.com/pytorch/vision/") {
 			t.Errorf("%s: recipe %q", w.Name, w.Recipe)
+		}
+		if cfg, err := resnet.ConfigFor(w.Arch); err != nil || cfg.NumParams() != w.NumParams {
+			t.Errorf("%s: torchvision counts %d parameters, lorafit's %s has %d (%v)", w.Name, w.NumParams, w.Arch, cfg.NumParams(), err)
 		}
 		if p, ok := params[w.Arch]; ok && p != w.NumParams {
 			t.Errorf("%s: num_params %d differs from the other %s weights (%d)", w.Name, w.NumParams, w.Arch, p)
@@ -141,8 +148,8 @@ func TestRegistryFacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.NumParams != 25557032 || w.Acc1 != 80.858 || w.Acc5 != 95.434 || w.Transforms.ResizeSize != 232 {
-		t.Errorf("resnet50 V2 facts: %d params, acc %v/%v, resize %d", w.NumParams, w.Acc1, w.Acc5, w.Transforms.ResizeSize)
+	if w.NumParams != 25557032 || w.Acc1 != 80.858 || w.Acc5 != 95.434 || w.Preprocess.Resize != 232 {
+		t.Errorf("resnet50 V2 facts: %d params, acc %v/%v, resize %d", w.NumParams, w.Acc1, w.Acc5, w.Preprocess.Resize)
 	}
 	if w.TorchvisionName() != "ResNet50_Weights.IMAGENET1K_V2" {
 		t.Errorf("TorchvisionName = %s", w.TorchvisionName())

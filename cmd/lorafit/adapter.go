@@ -1,40 +1,88 @@
 package main
 
 import (
-	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/safetensors"
 	"github.com/lorafit/lorafit/classifier"
-	"github.com/lorafit/lorafit/transforms"
+	"github.com/lorafit/lorafit/preprocess"
+	"github.com/lorafit/lorafit/resnet"
 )
 
-func init() {
-	verbs["adapter"] = verb{
-		summary: "create an untrained adapter directory in PEFT's format (adapter init)",
-		usage:   "adapter init --out DIR [--weights W] [--case N | --config FILE] [overrides] [--seed S] [--dtype F32|F16|BF16]",
-		run:     runAdapter,
+func runParams(fs *flag.FlagSet, args []string, out io.Writer) error {
+	var sf specFlags
+	sf.register(fs)
+	arch := fs.String("model", "resnet50", "architecture (counts need shapes only, no weights): "+strings.Join(resnet.Archs(), ", "))
+	classes := fs.Int("base-classes", 1000, "classes of the base fc (1000 for ImageNet weights)")
+	asJSON := fs.Bool("json", false, `print {"case":N,"trainable":…,"total":…,"modules":[…]}`)
+	printConfig := fs.Bool("print-config", false, "print the resolved spec as JSON (a --config file)")
+	rest, err := parse(fs, args)
+	if err != nil {
+		return err
 	}
-	verbs["merge"] = verb{
-		summary: "fold an adapter into its base weights and write a plain model (.safetensors)",
-		usage:   "merge --weights W --adapter DIR --out FILE.safetensors",
-		run:     runMerge,
+	if len(rest) > 0 {
+		return usageErrorf("unexpected arguments %v", rest)
 	}
+	spec, err := sf.resolve()
+	if err != nil {
+		return err
+	}
+	if *printConfig {
+		b, err := spec.MarshalIndent()
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(out, "%s\n", b)
+		return err
+	}
+	cfg, err := resnet.ConfigFor(*arch)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	if *classes < 1 || *classes > adapter.MaxHeadWidth {
+		return usageErrorf("--base-classes %d: want 1 to %d", *classes, adapter.MaxHeadWidth)
+	}
+	cfg.NumClasses = *classes
+	a, err := adapter.New(resnet.New(cfg), spec)
+	if err != nil {
+		return err
+	}
+	r := a.Params()
+	if *asJSON {
+		v := struct {
+			Case int `json:"case,omitempty"`
+			adapter.ParamReport
+		}{ParamReport: r}
+		if sf.config == "" {
+			v.Case = sf.caseN
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	fmt.Fprintln(out, r.String())
+	for _, mp := range r.Modules {
+		fmt.Fprintf(out, "  %-28s %-6s %12s\n", mp.Module, mp.Kind, commas(mp.Params))
+	}
+	return nil
 }
 
 func runAdapter(fs *flag.FlagSet, args []string, out io.Writer) error {
-	var mf modelFlags
-	mf.register(fs)
+	var bf baseFlags
+	bf.register(fs, "resnet50/IMAGENET1K_V2")
 	var sf specFlags
 	sf.register(fs)
 	dir := fs.String("out", "", "adapter directory to write (replaced atomically if it exists)")
 	seed := fs.Uint64("seed", 0, "seed for the adapter's initial weights")
 	dtype := fs.String("dtype", "F32", "dtype of the saved tensors: F32, F16 or BF16")
-	imageSize := fs.Int("image-size", 28, "input size recorded in lorafit.json")
+	var size int
+	registerImageSize(fs, &size, 28, "the network's input side, recorded in lorafit.json")
 	rest, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -45,41 +93,49 @@ func runAdapter(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if *dir == "" {
 		return usageErrorf("--out DIR is required")
 	}
-	if mf.adapter != "" {
-		return usageErrorf("--adapter does not apply to adapter init")
+	if err := checkImageSize(size); err != nil {
+		return err
+	}
+	dt := checkpoint.DType(strings.ToUpper(*dtype))
+	if dt != checkpoint.F32 && dt != checkpoint.F16 && dt != checkpoint.BF16 {
+		return usageErrorf("--dtype %q: want F32, F16 or BF16", *dtype)
 	}
 	spec, err := sf.resolve()
 	if err != nil {
 		return err
 	}
-	base, src, err := mf.load(context.Background())
+	ctx, stop := signalContext()
+	defer stop()
+	base, merged, src, err := bf.load(ctx)
 	if err != nil {
 		return err
 	}
-	if base.Head != nil {
+	if merged != nil {
 		return fmt.Errorf("%s already has a head (a merged model?): start from plain base weights", src.Spec)
 	}
-	m, err := classifier.New(base.Base, spec)
+	a, err := adapter.New(base.Net, spec)
 	if err != nil {
 		return err
 	}
-	if err := m.Init(*seed); err != nil {
+	if err := a.Init(base, *seed); err != nil {
 		return err
 	}
-	info := classifier.Info{
-		Base:      classifier.BaseInfo{Arch: base.Base.Config.Arch, Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Base.Config.NumClasses},
-		ImageSize: *imageSize, Mean: transforms.ImageNetMean, Std: transforms.ImageNetStd,
+	a.Info = adapter.Info{
+		Base:       adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()},
+		Preprocess: preprocess.Native(size),
 	}
-	if err := m.SaveAdapter(*dir, info, checkpoint.DType(strings.ToUpper(*dtype))); err != nil {
+	if err := a.Save(*dir, dt); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s: %s\n", *dir, m.Params())
+	fmt.Fprintf(out, "%s: %s\n", *dir, a.Params())
 	return nil
 }
 
 func runMerge(fs *flag.FlagSet, args []string, out io.Writer) error {
-	var mf modelFlags
-	mf.register(fs)
+	var bf baseFlags
+	bf.register(fs, "resnet50/IMAGENET1K_V2")
+	var af adapterFlags
+	af.register(fs)
 	dst := fs.String("out", "", "merged model file (.safetensors), written atomically")
 	rest, err := parse(fs, args)
 	if err != nil {
@@ -88,21 +144,30 @@ func runMerge(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if len(rest) > 0 {
 		return usageErrorf("unexpected arguments %v", rest)
 	}
-	if mf.adapter == "" || *dst == "" {
+	if af.dir == "" || *dst == "" {
 		return usageErrorf("--adapter and --out are required")
 	}
-	m, src, err := mf.load(context.Background())
+	ctx, stop := signalContext()
+	defer stop()
+	base, merged, src, err := bf.load(ctx)
 	if err != nil {
 		return err
 	}
-	sd, err := m.MergedStateDict()
+	if merged != nil {
+		return fmt.Errorf("%s already has a head (a merged model?): merge into plain base weights", src.Spec)
+	}
+	a, err := af.load(base)
 	if err != nil {
 		return err
 	}
-	meta := map[string]string{"format": "pt", "lorafit.merged_from": src.Spec + " + " + mf.adapter}
+	sd, err := classifier.Merge(base, a)
+	if err != nil {
+		return err
+	}
+	meta := map[string]string{"format": "pt", "lorafit.merged_from": src.Spec + " + " + af.dir}
 	if err := safetensors.Save(*dst, sd, meta); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s: %d tensors (%d LoRA modules merged)\n", *dst, sd.Len(), len(m.Targets))
+	fmt.Fprintf(out, "%s: %d tensors (%d LoRA modules merged)\n", *dst, sd.Len(), len(a.Targets))
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/internal/testutil"
 	"github.com/lorafit/lorafit/report"
 )
 
@@ -116,7 +118,7 @@ func TestTrainVerb(t *testing.T) {
 		t.Errorf("predict with the trained adapter: %s", stderr)
 	}
 	// The base already outputs 10 classes here; a 1000-class base would need a head.
-	code, _, stderr = lorafit(t, "train", "--weights", "random", "--case", "2", "--head", "none", "--limit-train", "64", "--out", out)
+	code, _, stderr = lorafit(t, "train", "--weights", "random", "--case", "2", "--head", "none", "--limit-train", "64", "--out", out+"2")
 	if code != 2 || !strings.Contains(stderr, "--replace-fc") {
 		t.Errorf("1000 outputs for 10 classes: exit %d, %s", code, stderr)
 	}
@@ -135,7 +137,7 @@ func TestPredictUsesAdapterInfo(t *testing.T) {
 	if code != 0 {
 		t.Fatal(stderr)
 	}
-	var p prediction
+	var p classifier.Prediction
 	if err := json.Unmarshal([]byte(stdout), &p); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func TestPredictUsesAdapterInfo(t *testing.T) {
 		t.Errorf("labels are not the adapter's class names: %+v", p.Top)
 	}
 	// Same logits as asking for 28×28 explicitly: no resize happened.
-	if d := maxRel(predictLogits(t, "--weights", fixture, "--adapter", filepath.Join(out, "adapter"),
+	if d := testutil.MaxRelDiff(predictLogits(t, "--weights", fixture, "--adapter", filepath.Join(out, "adapter"),
 		"testdata/mnist_test0_label7.png"), p.Logits); d != 0 {
 		t.Errorf("default input size is not the adapter's 28: logits differ by %g", d)
 	}

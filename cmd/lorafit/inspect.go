@@ -9,20 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/checkpoint"
-	"github.com/lorafit/lorafit/classifier"
 	"github.com/lorafit/lorafit/report"
 	"github.com/lorafit/lorafit/resnet"
 	"github.com/lorafit/lorafit/weights"
 )
-
-func init() {
-	verbs["inspect"] = verb{
-		summary: "list a checkpoint's tensors, its module tree with parameter counts, and totals",
-		usage:   "inspect [--json] FILE.pth|FILE.safetensors|ADAPTER_DIR",
-		run:     runInspect,
-	}
-}
 
 type inspectTensor struct {
 	Name  string `json:"name"`
@@ -45,8 +37,8 @@ type inspectReport struct {
 
 // adapterSummary is what an adapter directory says about itself.
 type adapterSummary struct {
-	Spec classifier.Spec `json:"spec"`
-	Info classifier.Info `json:"lorafit"`
+	Spec adapter.Spec `json:"spec"`
+	Info adapter.Info `json:"lorafit"`
 }
 
 func runInspect(fs *flag.FlagSet, args []string, out io.Writer) error {
@@ -59,20 +51,20 @@ func runInspect(fs *flag.FlagSet, args []string, out io.Writer) error {
 		return usageErrorf("want exactly one FILE, got %d", len(files))
 	}
 	path := files[0]
-	var adapter *adapterSummary
+	var summary *adapterSummary
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		a, err := classifier.ReadAdapter(path)
+		a, err := adapter.ReadDir(path)
 		if err != nil {
 			return err
 		}
-		adapter = &adapterSummary{Spec: a.Spec, Info: a.Info}
-		path = filepath.Join(path, classifier.WeightsFile)
+		summary = &adapterSummary{Spec: a.Spec, Info: a.Info}
+		path = filepath.Join(path, adapter.WeightsFile)
 	}
 	sd, info, err := weights.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	r := inspectReport{File: path, Format: info.Format, SHA256: info.SHA256, Entries: sd.Len(), Modules: checkpoint.Modules(sd), Adapter: adapter}
+	r := inspectReport{File: path, Format: info.Format, SHA256: info.SHA256, Entries: sd.Len(), Modules: checkpoint.Modules(sd), Adapter: summary}
 	r.Params, r.BufferValues = checkpoint.Counts(sd)
 	if cfg, err := resnet.InferConfig(sd); err == nil {
 		r.Architecture = cfg.Describe()
@@ -95,8 +87,8 @@ func runInspect(fs *flag.FlagSet, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "adapter: target_modules %q, r=%d, lora_alpha=%g, rslora=%v, modules_to_save %v\n",
 			c.TargetModules.String(), c.R, c.LoraAlpha, c.UseRSLora, c.ModulesToSave)
 		fmt.Fprintf(out, "  head %s, replace_fc %v, %d classes %v\n", a.Spec.Head, a.Spec.ReplaceFC, a.Info.NumClasses, a.Info.ClassNames)
-		fmt.Fprintf(out, "  base %s %s (sha256 %s), trained on %q at %d×%d, metrics %v\n", a.Info.Base.Arch,
-			a.Info.Base.Weights, a.Info.Base.SHA256, a.Info.Dataset, a.Info.ImageSize, a.Info.ImageSize, a.Info.Metrics)
+		fmt.Fprintf(out, "  base %s %s (sha256 %s), trained on %q, preprocess %s, metrics %v\n", a.Info.Base.Arch,
+			a.Info.Base.Weights, a.Info.Base.SHA256, a.Info.Dataset, a.Info.Preprocess, a.Info.Metrics)
 	}
 	fmt.Fprintf(out, "\ntensors:\n")
 	for _, t := range r.Tensors {

@@ -2,26 +2,56 @@
 //
 //	lorafit <verb> [flags] [args]
 //	lorafit help <verb>
+//
+// Each verb parses its flags and calls the library (packages study,
+// classifier, adapter, weights); the verbs are the table below.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"sort"
+	"os/signal"
+	"syscall"
+
+	"github.com/lorafit/lorafit/backend"
 )
 
 // verb is one subcommand: its one-line summary, usage line and body.
+// compute marks verbs that run networks (they warn about slow builds).
 type verb struct {
 	summary string
 	usage   string
+	compute bool
 	run     func(fs *flag.FlagSet, args []string, out io.Writer) error
 }
 
-var verbs = map[string]verb{}
+var verbs map[string]verb
+
+func init() {
+	verbs = map[string]verb{
+		"experiment": {"reproduce the founding study: ResNet-50 fine-tuned on MNIST four ways, with a report",
+			"experiment [--cases 1,2,3,4] [--weights auto] [--data mnist] [--epochs 1] [--quick] [--out DIR] [--resume]", true, runExperiment},
+		"train": {"fine-tune one adaptation (a case or a config) on a dataset and save its adapter",
+			"train --out DIR [--weights W] [--case N | --config FILE] [overrides] [--data mnist] [--epochs 1] ...", true, runTrain},
+		"predict": {"classify PNG/JPEG images with a base network (and an adapter) and print the top classes",
+			"predict [--weights W] [--adapter DIR] [--image-size N] [--top K] [--json] IMAGE...", true, runPredict},
+		"params": {"count trainable and total parameters of an adaptation (PEFT's print_trainable_parameters)",
+			"params [--case N | --config FILE] [overrides] [--model resnet50] [--json] [--print-config]", false, runParams},
+		"adapter": {"create an untrained adapter directory in PEFT's format (adapter init)",
+			"adapter init --out DIR [--weights W] [--case N | --config FILE] [overrides] [--seed S] [--dtype F32|F16|BF16]", false, runAdapter},
+		"merge": {"fold an adapter into its base weights and write a plain model (.safetensors)",
+			"merge --weights W --adapter DIR --out FILE.safetensors", false, runMerge},
+		"inspect": {"list a checkpoint's tensors, its module tree with parameter counts, and totals",
+			"inspect [--json] FILE.pth|FILE.safetensors|ADAPTER_DIR", false, runInspect},
+		"weights": {"list the pretrained weights lorafit knows, or download one into the cache",
+			"weights list | weights download [--dir DIR] NAME", false, runWeights},
+	}
+}
 
 // errOut receives progress, warnings and logs: the stderr of the running
 // command line (set by run, so tests can capture it).
@@ -64,6 +94,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lorafit: unknown verb %q; run `lorafit help`\n", name)
 		return 2
 	}
+	if v.compute {
+		for _, w := range backend.BuildWarnings() {
+			fmt.Fprintf(stderr, "lorafit: WARNING: %s\n", w)
+		}
+	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	err := v.run(withHelp(fs, name, v), args[1:], stdout)
@@ -74,6 +109,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "lorafit %s: %v\nusage: lorafit %s\n", name, err, v.usage)
+		return 2
+	case errors.Is(err, errFlags): // the flag package printed the problem and the usage
 		return 2
 	}
 	fmt.Fprintf(stderr, "lorafit %s: %v\n", name, err)
@@ -90,12 +127,7 @@ func withHelp(fs *flag.FlagSet, name string, v verb) *flag.FlagSet {
 
 func printVerbs(w io.Writer) {
 	fmt.Fprintln(w, "lorafit: LoRA fine-tuning of torchvision CNN classifiers, in Go.\n\nusage: lorafit <verb> [flags] [args]\n\nverbs:")
-	names := make([]string, 0, len(verbs))
-	for n := range verbs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range []string{"experiment", "train", "predict", "params", "adapter", "merge", "inspect", "weights"} {
 		fmt.Fprintf(w, "  %-10s %s\n", n, verbs[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun `lorafit help <verb>` for a verb's flags.")
@@ -106,13 +138,20 @@ func usageErrorf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
 }
 
+// errFlags marks a flag the flag package could not parse (it already said
+// so on stderr): a usage error.
+var errFlags = errors.New("bad flags")
+
 // parse parses flags, allowing them after positional args too
 // (`lorafit predict img.png --top 3`), as users coming from Python expect.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", errFlags, err)
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -123,5 +162,30 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		if rest[0] == "--" {
 			return append(positional[:len(positional)-1], args...), nil
 		}
+	}
+}
+
+// signalContext is cancelled by the first SIGINT (Ctrl-C) or SIGTERM (what
+// schedulers, `docker stop` and CI send): training then checkpoints and
+// exits cleanly. A second signal stops the process at once; checkpoints are
+// written atomically, so the last good one survives.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			signal.Reset(os.Interrupt, syscall.SIGTERM) // the next one gets the default action: exit
+			fmt.Fprintf(errOut, "\nlorafit: %v: stopping after this step and saving a checkpoint (a second signal stops at once)\n", s)
+			cancel()
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		signal.Stop(ch)
+		cancel()
 	}
 }

@@ -9,9 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/internal/testutil"
 )
 
-const fixture = "../../resnet/testdata/resnet50_w4.pth"
+var fixture = testutil.ResNet50W4
 
 // lorafit runs one command line in-process.
 func lorafit(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -45,7 +48,7 @@ func TestPredictMatchesPyTorch(t *testing.T) {
 		t.Fatalf("%d output lines for %d images", len(lines), len(exp.Logits))
 	}
 	for _, line := range lines {
-		var p prediction
+		var p classifier.Prediction
 		if err := json.Unmarshal([]byte(line), &p); err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +163,7 @@ func predictLogits(t *testing.T, args ...string) []float32 {
 	if code != 0 {
 		t.Fatalf("predict %v: exit %d: %s", args, code, stderr)
 	}
-	var p prediction
+	var p classifier.Prediction
 	if err := json.Unmarshal([]byte(strings.SplitN(stdout, "\n", 2)[0]), &p); err != nil {
 		t.Fatal(err)
 	}
@@ -185,29 +188,20 @@ func TestAdapterWorkflow(t *testing.T) {
 	}
 	adapted := predictLogits(t, "--weights", fixture, "--adapter", adapter, img)
 	plain := predictLogits(t, "--weights", fixture, img)
-	if len(adapted) != 10 || maxRel(adapted, plain) < 1e-3 {
+	if len(adapted) != 10 || testutil.MaxRelDiff(adapted, plain) < 1e-3 {
 		t.Fatalf("the adapter does not change the output: %v vs %v", adapted, plain)
 	}
 	merged := filepath.Join(dir, "merged.safetensors")
 	if code, _, stderr := lorafit(t, "merge", "--weights", fixture, "--adapter", adapter, "--out", merged); code != 0 {
 		t.Fatalf("merge: exit %d: %s", code, stderr)
 	}
-	if d := maxRel(predictLogits(t, "--weights", merged, img), adapted); d > 1e-5 {
+	if d := testutil.MaxRelDiff(predictLogits(t, "--weights", merged, img), adapted); d > 1e-5 {
 		t.Errorf("merged model's logits differ by %.2g relative (limit 1e-5)", d)
 	}
 	code, stdout, stderr = lorafit(t, "predict", "--weights", "random", "--model", "resnet50", "--adapter", adapter, img)
 	if code != 1 || stdout != "" || !strings.Contains(stderr, "--allow-base-mismatch") {
 		t.Errorf("adapter on another base: exit %d, stderr %s", code, stderr)
 	}
-}
-
-func maxRel(a, b []float32) float64 {
-	var d, s float64
-	for i := range b {
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
-		s = math.Max(s, math.Abs(float64(b[i])))
-	}
-	return d / s
 }
 
 func TestParamsCases(t *testing.T) {

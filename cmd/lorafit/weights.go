@@ -1,23 +1,12 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 
 	"github.com/lorafit/lorafit/weights"
 )
-
-func init() {
-	verbs["weights"] = verb{
-		summary: "list the pretrained weights lorafit knows, or download one into the cache",
-		usage:   "weights list | weights download [--dir DIR] NAME",
-		run:     runWeights,
-	}
-}
 
 func runWeights(fs *flag.FlagSet, args []string, out io.Writer) error {
 	dir := fs.String("dir", "", "cache directory (default $LORAFIT_CACHE, else the user cache dir + /lorafit/weights)")
@@ -53,7 +42,7 @@ func runWeights(fs *flag.FlagSet, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		ctx, stop := signalContext()
 		defer stop()
 		path, err := weights.Download(ctx, w, *dir, weights.DownloadOptions{Progress: errOut})
 		if err != nil {

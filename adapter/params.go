@@ -1,9 +1,9 @@
-package classifier
+package adapter
 
 import (
 	"fmt"
-	"strings"
 
+	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/report"
 )
 
@@ -23,32 +23,34 @@ type ParamReport struct {
 	Modules   []ModuleParams `json:"modules"`
 }
 
-// Params counts trainable and total parameters; buffers are not parameters.
-func (m *Model) Params() ParamReport {
+// Params counts trainable and total parameters of the adapted network (the
+// base's modules with fc as replaced, the head, LoRA); buffers are not
+// parameters.
+func (a *Adapter) Params() ParamReport {
 	var r ParamReport
+	for _, p := range backbone.ParamsOf(a.modules) {
+		if !p.Kind.IsBuffer() {
+			r.Total += p.NumElements()
+		}
+	}
 	index := map[string]int{}
-	for _, e := range m.Entries() {
-		if e.Kind == "buffer" {
+	for _, e := range a.entries {
+		if !e.Trainable() {
 			continue
 		}
 		n := 1
 		for _, d := range e.Shape {
 			n *= d
 		}
-		r.Total += n
-		if e.Kind != "lora" && e.Kind != "saved" {
-			continue
-		}
 		r.Trainable += n
-		mod := e.Key[:strings.LastIndex(e.Key, ".")]
 		if e.Kind == "lora" {
-			mod = mod[:strings.LastIndex(mod, ".")] // drop .lora_A / .lora_B
+			r.Total += n
 		}
-		i, ok := index[mod+e.Kind]
+		i, ok := index[e.Module+e.Kind]
 		if !ok {
 			i = len(r.Modules)
-			index[mod+e.Kind] = i
-			r.Modules = append(r.Modules, ModuleParams{Module: mod, Kind: e.Kind})
+			index[e.Module+e.Kind] = i
+			r.Modules = append(r.Modules, ModuleParams{Module: e.Module, Kind: e.Kind})
 		}
 		r.Modules[i].Params += n
 	}

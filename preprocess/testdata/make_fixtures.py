@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Fixtures for lorafit's image preprocessing, made by torchvision itself.
 
-    /usr/bin/python3 transforms/testdata/make_fixtures.py
+    /usr/bin/python3 preprocess/testdata/make_fixtures.py
 
 Writes small PNGs and, for each, what torchvision's ImageClassification preset
 (the transforms attached to its ResNet weights) produces: rgb.png (41x29 RGB,

@@ -1,14 +1,9 @@
-// Package classifier assembles what is fine-tuned: a frozen base ResNet,
-// LoRA injected into the modules a lora.Config targets, the modules saved
-// whole (modules_to_save, e.g. fc), and an optional head on the logits. It
-// also reads and writes adapters in PEFT's directory format and merges them
-// into plain weights.
-package classifier
+package adapter
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
@@ -22,6 +17,26 @@ type Spec struct {
 	Head       Head        `json:"head"`
 	ReplaceFC  bool        `json:"replace_fc"` // fc becomes Linear(features → NumClasses)
 	NumClasses int         `json:"num_classes"`
+}
+
+// MaxHeadWidth bounds a head layer's width: wider than any classifier head
+// in use, and small enough that a typo cannot allocate gigabytes.
+const MaxHeadWidth = 1 << 16
+
+// Validate checks what does not depend on the network.
+func (s Spec) Validate() error {
+	if (s.Head != nil || s.ReplaceFC) && s.NumClasses <= 0 {
+		return fmt.Errorf("num_classes must be positive with a head or a replaced fc")
+	}
+	if s.NumClasses > MaxHeadWidth {
+		return fmt.Errorf("num_classes %d: at most %d", s.NumClasses, MaxHeadWidth)
+	}
+	for _, w := range s.Head {
+		if w <= 0 || w > MaxHeadWidth {
+			return fmt.Errorf("head width %d: want 1 to %d", w, MaxHeadWidth)
+		}
+	}
+	return s.LoRA.Validate()
 }
 
 // Head is the stack of Linear layers put on the network's output: nil means
@@ -40,8 +55,8 @@ func ParseHead(s string) (Head, error) {
 	var h Head
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("--head %q: want none, linear, or positive widths like 512,256", s)
+		if err != nil || n <= 0 || n > MaxHeadWidth {
+			return nil, fmt.Errorf("--head %q: want none, linear, or widths from 1 to %d like 512,256", s, MaxHeadWidth)
 		}
 		h = append(h, n)
 	}
@@ -81,9 +96,9 @@ type HeadLayer struct {
 	In, Out int
 }
 
-// Cases are the founding study's four setups (see README): ResNet-50 with
-// ImageNet weights fine-tuned on MNIST four ways.
-var Cases = map[int]Spec{
+// cases are the founding study's four setups (see README): ResNet-50 with
+// ImageNet weights fine-tuned on MNIST four ways. Case returns copies.
+var cases = map[int]Spec{
 	1: {LoRA: withTargets(lora.Targets{}, 8, 8, "head"), Head: Head{512, 256}, NumClasses: 10},
 	2: {LoRA: withTargets(lora.Targets{Regex: `.*\.2\.conv3`}, 8, 16, "fc", "head"), Head: Head{512, 256}, NumClasses: 10},
 	3: {LoRA: withTargets(lora.Targets{Regex: `.*\.2\.conv[0-9]`}, 4, 8, "fc", "head"), Head: Head{}, NumClasses: 10},
@@ -96,9 +111,12 @@ func withTargets(t lora.Targets, r int, alpha float64, save ...string) lora.Conf
 	return c
 }
 
+// CaseNumbers lists the founding study's cases, in order.
+func CaseNumbers() []int { return []int{1, 2, 3, 4} }
+
 // Case returns preset n (a copy, safe to modify).
 func Case(n int) (Spec, error) {
-	s, ok := Cases[n]
+	s, ok := cases[n]
 	if !ok {
 		return Spec{}, fmt.Errorf("no case %d: the founding study has cases 1 to 4", n)
 	}
@@ -109,14 +127,14 @@ func Case(n int) (Spec, error) {
 	return s, nil
 }
 
-// ReadSpec loads a Spec from a JSON file (as written by WriteSpec).
+// ReadSpec loads a Spec from a JSON file (as MarshalIndent writes it).
 func ReadSpec(path string) (Spec, error) {
 	var s Spec
-	b, err := os.ReadFile(path)
+	b, err := readSmall(path)
 	if err != nil {
 		return s, err
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
 		return s, fmt.Errorf("%s: %w", path, err)

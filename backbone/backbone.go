@@ -1,0 +1,111 @@
+// Package backbone is what classifier, LoRA injection, merging and training
+// need to know of a pretrained network, and nothing more: its modules with
+// their geometry, its state_dict entries under torchvision's keys, its
+// feature width, and a forward pass that reads weights from a map and lets
+// an adapter hook every conv and Linear. The network's weights live apart,
+// in a Base, so one base can serve many adapters and is never changed by
+// training one. Package resnet implements Network.
+package backbone
+
+import (
+	"fmt"
+
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+
+	"github.com/lorafit/lorafit/nn"
+)
+
+// Network is an architecture: a module list and a forward pass. It holds no
+// weights.
+type Network interface {
+	// Arch is the torchvision builder name ("resnet50", "resnext50_32x4d").
+	Arch() string
+	// Describe is a one-line summary for logs and errors.
+	Describe() string
+	// Modules lists the leaf modules in torchvision's order (named_modules).
+	Modules() []nn.Module
+	// Params lists every state_dict entry in torchvision's order.
+	Params() []Param
+	// FeatureDim is the width of the pooled features fed to the classifier.
+	FeatureDim() int
+	// NumClasses is the width of the classifier's output.
+	NumClasses() int
+	// Stages names the forward pass's steps in order ("stem", "layer1.0",
+	// …, "pool", "fc"): Forward can run any contiguous range of them, so a
+	// frozen prefix can be computed once and its output reused.
+	Stages() []string
+	// StageOf is the index of the stage that runs a module (a leaf or a
+	// container name); -1 if none does.
+	StageOf(module string) int
+	// Forward runs stages [from, to) on x. Stage 0 takes images [N,3,H,W]
+	// (NCHW, as PyTorch users pass them); the pooled features are [N,
+	// FeatureDim] and the logits [N, NumClasses]; other stages pass NHWC
+	// activations.
+	Forward(x *Node, p *Pass, from, to int) *Node
+}
+
+// Hook is called on every conv and Linear with the module's input x and
+// output y (NHWC for convs, before batch norm) and returns the output to use:
+// how LoRA is injected without the network knowing.
+type Hook func(m nn.Module, x, y *Node) *Node
+
+// Pass is what one forward pass reads and decides.
+type Pass struct {
+	// Weights holds every tensor the pass reads, by state_dict key: the
+	// base's, overlaid with an adapter's own copies of the modules it saves.
+	Weights nn.Weights
+	// Hook, if set, adapts conv and Linear outputs (LoRA).
+	Hook Hook
+	// TrainBN names the batch norms that run in train mode (batch
+	// statistics, running statistics updated), as model.train() would; the
+	// others use their running statistics.
+	TrainBN func(module string) bool
+	// Updated receives the new running_mean, running_var and
+	// num_batches_tracked of train-mode batch norms, by key.
+	Updated nn.Weights
+}
+
+// BNMomentum and BNEps are torch.nn.BatchNorm2d's defaults, used by every
+// torchvision CNN.
+const (
+	BNMomentum = 0.1
+	BNEps      = 1e-5
+)
+
+// BatchNorm runs the named batch norm as p says: inference mode from its
+// running statistics, or train mode, recording the updated statistics.
+func (p *Pass) BatchNorm(x *Node, name string) *Node {
+	w := p.Weights
+	gamma, beta := w.Get(name+".weight"), w.Get(name+".bias")
+	mean, variance := w.Get(name+".running_mean"), w.Get(name+".running_var")
+	if p.TrainBN == nil || !p.TrainBN(name) {
+		return nn.BatchNormInference(x, gamma, beta, mean, variance, BNEps)
+	}
+	y, m, v := nn.BatchNormTrain(x, gamma, beta, mean, variance, BNEps, BNMomentum)
+	if p.Updated == nil {
+		panic(fmt.Errorf("backbone: batch norm %s trains but the pass has no Updated map", name))
+	}
+	p.Updated[name+".running_mean"] = m
+	p.Updated[name+".running_var"] = v
+	count := name + ".num_batches_tracked"
+	p.Updated[count] = AddScalar(w.Get(count), 1)
+	return y
+}
+
+// Conv runs a conv module (torchvision's CNNs have no conv bias) and the hook.
+func (p *Pass) Conv(x *Node, m nn.Module) *Node {
+	y := nn.Conv2D(x, p.Weights.Get(m.Name+".weight"), m.Stride, m.Padding, m.Groups)
+	if p.Hook != nil {
+		y = p.Hook(m, x, y)
+	}
+	return y
+}
+
+// Linear runs a Linear module (weight and bias) and the hook.
+func (p *Pass) Linear(x *Node, m nn.Module) *Node {
+	y := nn.Dense(x, p.Weights.Get(m.Name+".weight"), p.Weights.Get(m.Name+".bias"))
+	if p.Hook != nil {
+		y = p.Hook(m, x, y)
+	}
+	return y
+}

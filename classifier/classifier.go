@@ -1,0 +1,164 @@
+// Package classifier runs what is fine-tuned: a frozen base network with an
+// adapter on it — LoRA added to the modules the adapter targets, the
+// adapter's own copies of the modules it saves read instead of the base's,
+// and its head on the logits. The adapter is passed explicitly to every
+// forward pass (nothing is installed in the base), so one base serves any
+// number of adapters at once. It also merges an adapter into plain weights.
+package classifier
+
+import (
+	"fmt"
+
+	"github.com/gomlx/compute"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/lorafit/lorafit/adapter"
+	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/lora"
+	"github.com/lorafit/lorafit/nn"
+)
+
+// Forward is one forward pass of a base network with an adapter, being
+// built in a graph.
+type Forward struct {
+	Net     backbone.Network
+	Adapter *adapter.Adapter // nil: the base alone
+	// Weights holds the base's tensors overlaid with the adapter's.
+	Weights nn.Weights
+	// Training turns on lora_dropout (drawing masks from RNG, which it
+	// advances) and runs the adapter's own batch norms in train mode,
+	// recording their new statistics in Updated.
+	Training bool
+	RNG      *Node
+	Updated  nn.Weights
+}
+
+// Logits runs stages [from, end) of the network, then the head: [N, classes].
+// from is 0 for images; a later stage takes that stage's input (a cached
+// frozen prefix's output).
+func (f *Forward) Logits(x *Node, from int) *Node {
+	p := &backbone.Pass{Weights: f.Weights}
+	var head []adapter.HeadLayer
+	if a := f.Adapter; a != nil {
+		p.Hook = f.hook
+		head = a.Head
+		if f.Training {
+			p.TrainBN, p.Updated = a.TrainsBatchNorm, f.Updated
+		}
+	}
+	y := f.Net.Forward(x, p, from, len(f.Net.Stages()))
+	for i, h := range head {
+		if i > 0 {
+			y = nn.ReLU(y)
+		}
+		y = nn.Dense(y, f.Weights.Get(h.Name+".weight"), f.Weights.Get(h.Name+".bias"))
+	}
+	return y
+}
+
+// hook adds the LoRA update to a target module's output.
+func (f *Forward) hook(m nn.Module, x, y *Node) *Node {
+	t, ok := target(f.Adapter, m.Name)
+	if !ok {
+		return y
+	}
+	g := x.Graph()
+	if p := f.Adapter.Spec.LoRA.LoraDropout; f.Training && p > 0 {
+		var u *Node
+		f.RNG, u = RandomUniform(f.RNG, x.Shape())
+		keep := GreaterOrEqual(u, Scalar(g, x.DType(), p))
+		x = Where(keep, DivScalar(x, 1-p), ZerosLike(x))
+	}
+	a := f.Weights.Get(m.Name + ".lora_A.weight")
+	b := f.Weights.Get(m.Name + ".lora_B.weight")
+	if m.Type == nn.Linear {
+		return Add(y, lora.LinearDelta(x, a, b, t.Scaling))
+	}
+	return Add(y, lora.ConvDelta(x, a, b, m.Stride, m.Padding, m.Groups, t.Scaling))
+}
+
+func target(a *adapter.Adapter, module string) (lora.Target, bool) {
+	for _, t := range a.Targets {
+		if t.Module.Name == module {
+			return t, true
+		}
+	}
+	return lora.Target{}, false
+}
+
+// Feed is an ordered list of host tensors a graph reads as parameters:
+// Args hands them to Exec.Call, Bind maps the graph's nodes back to keys.
+type Feed struct {
+	Keys   []string
+	Values []*tensors.Tensor
+}
+
+// Add appends one tensor.
+func (f *Feed) Add(key string, t *tensors.Tensor) {
+	f.Keys = append(f.Keys, key)
+	f.Values = append(f.Values, t)
+}
+
+// Args are the tensors in order, as Exec.Call arguments.
+func (f *Feed) Args() []any {
+	args := make([]any, len(f.Values))
+	for i, v := range f.Values {
+		args[i] = v
+	}
+	return args
+}
+
+// Bind records nodes (the graph's parameters, in the feed's order) in w.
+func (f *Feed) Bind(nodes []*Node, w nn.Weights) {
+	if len(nodes) != len(f.Keys) {
+		panic(fmt.Errorf("classifier: %d nodes for %d fed tensors", len(nodes), len(f.Keys)))
+	}
+	for i, k := range f.Keys {
+		w[k] = nodes[i]
+	}
+}
+
+// BaseFeed lists the base's tensors the adapter does not replace.
+func BaseFeed(base *backbone.Base, a *adapter.Adapter) *Feed {
+	own := map[string]bool{}
+	if a != nil {
+		for _, e := range a.Entries() {
+			own[e.Key] = true
+		}
+	}
+	f := &Feed{}
+	for _, p := range base.Net.Params() {
+		if !own[p.Name] {
+			f.Add(p.Name, base.Tensor(p.Name))
+		}
+	}
+	return f
+}
+
+// AdapterFeed lists the adapter's tensors for which keep is true (all for nil).
+func AdapterFeed(a *adapter.Adapter, keep func(adapter.Entry) bool) *Feed {
+	f := &Feed{}
+	if a == nil {
+		return f
+	}
+	for _, e := range a.Entries() {
+		if keep == nil || keep(e) {
+			f.Add(e.Key, a.Tensor(e.Key))
+		}
+	}
+	return f
+}
+
+// BakeBase tells whether frozen base weights go into graphs as constants
+// rather than parameters: on backends that prefer it (GoMLX's Go backend
+// then caches the packed matmul operands instead of repacking every weight
+// on every call). The cost is a copy of the base per compiled graph.
+func BakeBase(b compute.Backend) bool { return b.Capabilities().PreferConstantsForVariables }
+
+// Consts records f's tensors in w as constants of g.
+func (f *Feed) Consts(g *Graph, w nn.Weights) {
+	for i, k := range f.Keys {
+		w[k] = ConstTensor(g, f.Values[i])
+	}
+}

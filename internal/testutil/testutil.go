@@ -1,0 +1,68 @@
+// Package testutil holds what lorafit's tests share: one compute backend per
+// test binary, the tolerance check every parity test uses, and paths to the
+// committed fixtures.
+package testutil
+
+import (
+	"math"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/gomlx/compute"
+
+	"github.com/lorafit/lorafit/backend"
+)
+
+// Backend is the pure-Go backend, one for the whole test binary: a tensor
+// used on one backend cannot be passed to another.
+var Backend = sync.OnceValue(func() compute.Backend {
+	b, err := backend.New("go")
+	if err != nil {
+		panic(err)
+	}
+	return b
+})
+
+// Path is a path relative to the repository root.
+func Path(rel string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", filepath.FromSlash(rel))
+}
+
+// Fixture paths: PyTorch-saved ResNets of the ResNet-50 and ResNet-18
+// topologies with width 4 (see resnet/testdata/make_fixtures.py).
+var (
+	ResNet50W4 = Path("resnet/testdata/resnet50_w4.pth")
+	ResNet18W4 = Path("resnet/testdata/resnet18_w4.pth")
+)
+
+// MaxRelDiff is max|a-b| / max|b|: a relative tolerance on the tensor's
+// scale, as PyTorch's own parity tests use. Different lengths or an all-zero
+// b give +Inf, so a check against nothing never passes.
+func MaxRelDiff(a, b []float32) float64 {
+	if len(a) != len(b) || len(b) == 0 {
+		return math.Inf(1)
+	}
+	var d, s float64
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+		s = math.Max(s, math.Abs(float64(b[i])))
+	}
+	if s == 0 {
+		return math.Inf(1)
+	}
+	return d / s
+}
+
+// AssertClose fails when MaxRelDiff(got, want) exceeds tol.
+func AssertClose(t testing.TB, what string, got, want []float32, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: got %d values, want %d", what, len(got), len(want))
+	}
+	if d := MaxRelDiff(got, want); d > tol {
+		t.Errorf("%s: differs from the reference by %.3g relative (limit %.0e)", what, d, tol)
+	}
+}

@@ -1,0 +1,222 @@
+package study
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/gomlx/compute"
+
+	"github.com/lorafit/lorafit/adapter"
+	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/safetensors"
+	"github.com/lorafit/lorafit/data"
+	"github.com/lorafit/lorafit/fsutil"
+	"github.com/lorafit/lorafit/report"
+	"github.com/lorafit/lorafit/train"
+	"github.com/lorafit/lorafit/weights"
+)
+
+// StudyWeights is the founding study's base: torchvision's ResNet-50
+// IMAGENET1K_V2.
+const StudyWeights = "resnet50/IMAGENET1K_V2"
+
+// Options are the study's choices. Every case gets the same data, seed and
+// recipe.
+type Options struct {
+	Backend     compute.Backend
+	BackendName string // for results.json
+	Cases       []int  // of adapter.CaseNumbers
+	// Weights is "auto" (StudyWeights when cached or downloadable, else a
+	// seeded random backbone, said loudly), or any --weights spec.
+	Weights     string
+	Train, Test *data.Dataset
+	Config      train.Config
+	Out         string // output directory
+	// Resume keeps finished cases found in Out and resumes the interrupted
+	// one from its checkpoint.
+	Resume  bool
+	Command string    // the command line, for results.json
+	Log     io.Writer // progress and notes; nil for silence
+}
+
+// OpenWeights resolves the study's --weights. "auto" is StudyWeights when it
+// is cached or can be downloaded, and otherwise random init — never
+// silently: note says why, and every report shows it.
+func OpenWeights(ctx context.Context, spec string, seed uint64, progress io.Writer) (base *backbone.Base, src *weights.Source, note string, err error) {
+	opts := weights.OpenOptions{Arch: "resnet50", Download: true, Progress: progress}
+	if spec != "auto" {
+		base, _, src, err = weights.Load(ctx, spec, opts)
+		return base, src, "", err
+	}
+	base, _, src, err = weights.Load(ctx, StudyWeights, opts)
+	if err == nil {
+		return base, src, "", nil
+	}
+	if ctx.Err() != nil {
+		return nil, nil, "", ctx.Err()
+	}
+	note = StudyWeights + " could not be had (" + firstLine(err.Error()) + ")"
+	base, _, src, err = weights.Load(ctx, fmt.Sprintf("random:%d", seed), opts)
+	return base, src, note, err
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// Run builds the base once, trains and evaluates every case on it, and
+// writes Out: results.json, report.md, report.html, plots and each case's
+// adapter.
+func Run(ctx context.Context, o Options) (*report.Results, error) {
+	started := time.Now()
+	log := o.Log
+	if log == nil {
+		log = io.Discard
+	}
+	base, src, note, err := OpenWeights(ctx, o.Weights, o.Config.Seed, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	if src.Random {
+		fmt.Fprintf(log, "WARNING: the backbone is randomly initialized (%s): %s. Accuracies are not comparable to the founding study's, which fine-tuned ImageNet weights.\n", src, note)
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	c := o.Config
+	res := &report.Results{
+		StartedAt: started,
+		Command:   o.Command,
+		Environment: report.Env{Backend: o.BackendName, Threads: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(),
+			OS: runtime.GOOS, Arch: runtime.GOARCH, CPU: cpuModel()},
+		Weights: report.Weights{Spec: o.Weights, SHA256: src.SHA256, Random: src.Random, Note: note, Name: src.String()},
+		Data: report.Data{Name: DatasetName(o.Train.Name), Train: o.Train.Len(), Test: o.Test.Len(), ImageSize: c.Preprocess.Crop,
+			Augment: c.Augment, ClassNames: o.Train.ClassNames},
+		Budget: report.Budget{Epochs: c.Epochs, Batch: c.Batch, Optimizer: c.Optimizer, LR: c.LR, Seed: c.Seed},
+	}
+	res.Environment.Hostname, _ = os.Hostname()
+	if src.Registry != nil {
+		res.Weights.Name = src.Registry.Name
+	}
+	res.Title = fmt.Sprintf("LoRA fine-tuning of %s on %s: the four cases", base.Net.Arch(), res.Data.Name)
+	if src.Random {
+		res.Title += " (random-init backbone)"
+	}
+	info := adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}
+	for _, n := range o.Cases {
+		cr, fullBytes, err := runCase(ctx, o, n, base, info, log)
+		if err != nil {
+			return nil, fmt.Errorf("case %d: %w", n, err)
+		}
+		res.Cases = append(res.Cases, *cr)
+		res.FullModelBytes = max(res.FullModelBytes, fullBytes)
+	}
+	res.WallSeconds = time.Since(started).Seconds()
+	if err := report.Write(o.Out, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// runCase trains and evaluates one case and saves its adapter. A finished
+// case found in the output directory (with Resume) is reused.
+func runCase(ctx context.Context, o Options, n int, base *backbone.Base, info adapter.BaseInfo, log io.Writer) (*report.CaseResult, int64, error) {
+	dir := filepath.Join(o.Out, fmt.Sprintf("case%d", n))
+	resultFile := filepath.Join(dir, "result.json")
+	spec, err := adapter.Case(n)
+	if err != nil {
+		return nil, 0, err
+	}
+	spec.NumClasses = o.Train.NumClasses()
+	a, err := adapter.New(base.Net, spec)
+	if err != nil {
+		return nil, 0, err
+	}
+	fullBytes, err := FullModelBytes(a)
+	if err != nil {
+		return nil, 0, err
+	}
+	if o.Resume {
+		if raw, err := os.ReadFile(resultFile); err == nil {
+			var cr report.CaseResult
+			if err := json.Unmarshal(raw, &cr); err != nil {
+				return nil, 0, fmt.Errorf("%s: %w", resultFile, err)
+			}
+			slog.Info("case already finished, kept", "case", n, "accuracy", cr.Accuracy)
+			return &cr, fullBytes, nil
+		}
+	}
+	if err := a.Init(base, o.Config.Seed); err != nil {
+		return nil, 0, err
+	}
+	if _, err := os.Stat(dir); err == nil {
+		_, _ = fsutil.Clean(dir) // what a killed run's writes left
+	}
+	fmt.Fprintf(log, "\n== case %d: %s\n   %s\n", n, Describe(a), a.Params())
+	cfg := o.Config
+	cfg.Resume = o.Resume
+	job := &Job{Backend: o.Backend, Base: base, BaseInfo: info, Adapter: a, Train: o.Train, Test: o.Test, Config: cfg, Dir: dir, Log: o.Log}
+	cr, err := job.Run(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	cr.Case = n
+	cr.AdapterDir = filepath.Join(filepath.Base(dir), "adapter") // relative to the report
+	raw, err := json.MarshalIndent(cr, "", "  ")
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := fsutil.WriteBytes(resultFile, append(raw, '\n')); err != nil {
+		return nil, 0, err
+	}
+	return cr, fullBytes, nil
+}
+
+// FullModelBytes is the size of the whole adapted network as one fp32
+// safetensors file (merged): what sharing a model instead of an adapter
+// costs. It is measured by writing the file to a counter, not estimated.
+func FullModelBytes(a *adapter.Adapter) (int64, error) {
+	sd := checkpoint.NewStateDict()
+	for _, p := range backbone.ParamsOf(a.Modules()) {
+		dtype := checkpoint.F32
+		if p.Kind == backbone.BNCount {
+			dtype = checkpoint.I64
+		}
+		sd.Set(p.Name, &checkpoint.Tensor{DType: dtype, Shape: p.Shape, Data: make([]byte, p.NumElements()*dtype.Size())})
+	}
+	var c counter
+	if err := safetensors.Write(&c, sd, map[string]string{"format": "pt"}); err != nil {
+		return 0, err
+	}
+	return int64(c), nil
+}
+
+type counter int64
+
+func (c *counter) Write(p []byte) (int, error) { *c += counter(len(p)); return len(p), nil }
+
+// cpuModel reads the CPU name on Linux; "" elsewhere.
+func cpuModel() string {
+	raw, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
