@@ -19,8 +19,9 @@ perturbed as in parity_full.py) with torch.save, then for each --cases preset
      --seed S --out DIR` exits 0 and writes the three files;
   2. adapter_config.json is the preset (peft_type LORA, target_modules, r,
      lora_alpha, modules_to_save, init_lora_weights false), lorafit.json too
-     (lorafit_version 1, base arch resnet50 / 1000 classes / sha256 of
-     BASE.pth, num_classes 10, head, replace_fc, ImageNet mean/std);
+     (lorafit_version 2, base arch resnet50 / 1000 classes / sha256 of
+     BASE.pth, num_classes 10, head, replace_fc, preprocess: 28x28 as is,
+     ImageNet mean/std);
   3. adapter_model.safetensors passes the strict reader, has __metadata__
      format "pt", only F32 tensors, and exactly PEFT's keys and shapes for the
      modules the config selects (the expected number of targets), and every
@@ -37,6 +38,12 @@ perturbed as in parity_full.py) with torch.save, then for each --cases preset
   7. PyTorch's plain model loaded with M gives the adapted logits (1e-3);
   8. `lorafit predict --weights M --image-size 28 --json` gives the adapted
      logits (1e-3), same top-1.
+Then (unless --no-grouped) the same steps 3-8 for a LoRA on a grouped conv:
+a full-size random resnext50_32x4d saved by torch.save, `lorafit train
+--target layer1.0.conv2 --rank 32 --replace-fc` on 128 MNIST images
+(lora_B grouped as PEFT builds it), loaded by PyTorch with the same logits,
+and merged (the grouped conv becomes an ordinary one, which PEFT refuses) to
+the same logits in PyTorch and in lorafit.
 --check-dir DIR: steps 3-8 for an existing adapter directory (base weights
 from --weights or lorafit.json's base.weights, sha256 checked); the Go steps
 only with --lorafit; with an expected.json (lora/testdata fixtures), PyTorch's
@@ -221,10 +228,10 @@ def check_adapter(check, tag, adapter_dir, base_pth, base_net, pngs, lorafit=Non
         compare_logits(check, tag + " predict merged", got, want)
 
 
-def full_size_base(path):
+def full_size_base(path, arch="resnet50"):
     import torchvision
     torch.manual_seed(0)
-    net = torchvision.models.resnet50()
+    net = getattr(torchvision.models, arch)()
     with torch.no_grad():  # non-trivial batch-norm statistics
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -259,7 +266,7 @@ def check_configs(check, tag, adapter_dir, preset, sha):
     check(sorted(acfg.get("modules_to_save") or []) == sorted(preset["modules_to_save"]),
           "%s: modules_to_save %r" % (tag, acfg.get("modules_to_save")))
     base = lcfg.get("base") or {}
-    check(lcfg.get("lorafit_version") == 1 and base.get("arch") == "resnet50" and base.get("num_classes") == 1000
+    check(lcfg.get("lorafit_version") == 2 and base.get("arch") == "resnet50" and base.get("num_classes") == 1000
           and base.get("sha256") == sha,
           "%s: lorafit.json version %r, base arch %r, %r classes, sha256 %s"
           % (tag, lcfg.get("lorafit_version"), base.get("arch"), base.get("num_classes"),
@@ -268,8 +275,9 @@ def check_configs(check, tag, adapter_dir, preset, sha):
           and bool(lcfg.get("replace_fc")) == preset["replace_fc"],
           "%s: num_classes %r, head %r, replace_fc %r" % (tag, lcfg.get("num_classes"), lcfg.get("head"),
                                                           lcfg.get("replace_fc")))
-    check(close(lcfg.get("mean") or [], pr.IMAGENET_MEAN) and close(lcfg.get("std") or [], pr.IMAGENET_STD),
-          "%s: ImageNet mean/std %r %r" % (tag, lcfg.get("mean"), lcfg.get("std")))
+    pre = lcfg.get("preprocess") or {}
+    check(pre.get("crop_size") == 28 and pre.get("resize_size") == 28 and close(pre.get("mean") or [], pr.IMAGENET_MEAN)
+          and close(pre.get("std") or [], pr.IMAGENET_STD), "%s: preprocess %r (want 28x28 as is, ImageNet mean/std)" % (tag, pre))
 
 
 def go_cases(check, args, pngs):
@@ -293,6 +301,29 @@ def go_cases(check, args, pngs):
                           num_targets=PRESETS[n]["num_targets"])
         except Exception:  # noqa: BLE001 - report and go on with the next case
             check(False, "%s: unexpected error:\n%s" % (tag, traceback.format_exc()))
+
+
+def grouped_case(check, args, pngs):
+    tag = "resnext50_32x4d layer1.0.conv2"
+    pth = os.path.join(args.dir, "resnext50_random.pth")
+    base_net = full_size_base(pth, "resnext50_32x4d")
+    out_dir = os.path.join(args.dir, "resnext")
+    try:
+        out = run([args.lorafit, "train", "--weights", pth, "--target", "layer1.0.conv2", "--rank", "32", "--alpha", "64",
+                   "--replace-fc", "--head", "none", "--save-modules", "fc", "--init-lora-weights", "false", "--limit-train", "128",
+                   "--limit-test", "32", "--batch", "32", "--seed", str(args.seed), "--out", out_dir])
+        if not check(out.returncode == 0, "%s: lorafit train exits 0 %s" % (tag, tail(out.stderr))):
+            return
+        adapter = os.path.join(out_dir, "adapter")
+        tensors, _, _ = pr.read_safetensors(os.path.join(adapter, pr.WEIGHTS_FILE))
+        b = tensors.get(pr.PREFIX + "layer1.0.conv2.lora_B.weight")
+        check(b is not None and list(b.shape) == [128, 1, 1, 1], "%s: lora_B is grouped as PEFT's, shape %s (want [128, 1, 1, 1])"
+              % (tag, None if b is None else list(b.shape)))
+        check_adapter(check, tag, adapter, pth, base_net, pngs, lorafit=args.lorafit, workdir=args.dir, num_targets=1)
+    except Exception:  # noqa: BLE001
+        check(False, "%s: unexpected error:\n%s" % (tag, traceback.format_exc()))
+    finally:
+        os.remove(pth)
 
 
 def dir_case(check, args, pngs):
@@ -322,6 +353,7 @@ def main():
     ap.add_argument("--dir", help="scratch directory (base weights, adapters, merged files)")
     ap.add_argument("--cases", default="1,2,3,4", help="adapter init presets to check")
     ap.add_argument("--seed", type=int, default=7, help="adapter init seed (plus the case number)")
+    ap.add_argument("--no-grouped", action="store_true", help="skip the ResNeXt grouped-conv LoRA")
     ap.add_argument("--check-dir", help="check this existing adapter directory instead of running adapter init")
     ap.add_argument("--weights", help="with --check-dir: base weights (default: lorafit.json's base.weights)")
     args = ap.parse_args()
@@ -335,6 +367,8 @@ def main():
         dir_case(check, args, pngs)
     else:
         go_cases(check, args, pngs)
+        if not args.no_grouped:
+            grouped_case(check, args, pngs)
     print("%d passed, %d failed" % (check.passed, len(check.failed)))
     sys.exit(1 if check.failed else 0)
 

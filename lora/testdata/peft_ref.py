@@ -214,10 +214,13 @@ class LoraLayer(nn.Module):
         self.base_layer = base
         self.r, self.alpha, self.scaling = r, alpha, scaling
         if isinstance(base, nn.Conv2d):
-            if base.groups != 1 or base.dilation != (1, 1) or base.padding_mode != "zeros":
+            if base.dilation != (1, 1) or base.padding_mode != "zeros":
                 raise ValueError("only plain convolutions are supported")
+            if r % base.groups:
+                raise ValueError("rank %d of a conv with groups=%d: PEFT wants it divisible" % (r, base.groups))
+            # PEFT: lora_A is an ordinary conv, lora_B a 1x1 conv with the base's groups.
             self.lora_A = nn.Conv2d(base.in_channels, r, base.kernel_size, base.stride, base.padding, bias=False)
-            self.lora_B = nn.Conv2d(r, base.out_channels, (1, 1), (1, 1), bias=False)
+            self.lora_B = nn.Conv2d(r, base.out_channels, (1, 1), (1, 1), groups=base.groups, bias=False)
         elif isinstance(base, nn.Linear):
             self.lora_A = nn.Linear(base.in_features, r, bias=False)
             self.lora_B = nn.Linear(r, base.out_features, bias=False)
@@ -229,8 +232,16 @@ class LoraLayer(nn.Module):
         return self.base_layer(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 
     def delta_weight(self):
-        """scaling * B.A in the base weight's layout, as PEFT's get_delta_weight."""
+        """scaling * B.A in the base weight's layout, as PEFT's get_delta_weight.
+        For a grouped conv (which PEFT refuses to merge) the update reads every
+        input channel: it is dense, [out, in, k, k] (see densify)."""
         a, b = self.lora_A.weight, self.lora_B.weight
+        groups = getattr(self.base_layer, "groups", 1)
+        if groups > 1:
+            r, out = a.shape[0], b.shape[0]
+            ag = a.reshape(groups, r // groups, -1)          # [G, r/G, in*k*k]
+            bg = b.reshape(groups, out // groups, r // groups)  # [G, out/G, r/G]
+            return torch.bmm(bg, ag).reshape(out, *a.shape[1:]) * self.scaling
         if isinstance(self.base_layer, nn.Linear):
             d = b @ a
         elif a.shape[2:] == (1, 1):
@@ -370,6 +381,10 @@ def base_from_state_dict(sd, arch):
     """torchvision's ResNet (stem width and class count read off sd) for an
     arch like "resnet50" (a "-wN" suffix is ignored: the width comes from sd)."""
     import torchvision.models.resnet as tvr
+    if sd["conv1.weight"].shape[0] == 64 and hasattr(tvr, arch):  # torchvision's own, full size
+        net = getattr(tvr, arch)(num_classes=sd["fc.weight"].shape[0])
+        net.load_state_dict(sd)
+        return net.eval()
     m = re.fullmatch(r"resnet(\d+)(-w\d+)?", arch)
     if not m or int(m.group(1)) not in ARCHS:
         raise ValueError("unknown arch %r" % arch)
@@ -398,26 +413,45 @@ def load_adapted(base_net, adapter_dir):
                           metadata=metadata, dtypes=dtypes)
 
 
+def densify(w, groups):
+    """A grouped conv weight [out, in/G, k, k] as the ordinary conv [out, in, k,
+    k] that computes the same thing: zero outside each output's group."""
+    out, cg = w.shape[0], w.shape[1]
+    d = torch.zeros(out, cg * groups, *w.shape[2:], dtype=w.dtype)
+    og = out // groups
+    for g in range(groups):
+        d[g * og:(g + 1) * og, g * cg:(g + 1) * cg] = w[g * og:(g + 1) * og]
+    return d
+
+
 def merged_state_dict(net):
     """The plain model's state_dict with every LoRA delta merged into its base
-    weight: torchvision keys (plus head.*)."""
+    weight: torchvision keys (plus head.*). A grouped conv becomes dense."""
     out = {}
-    deltas = {n + ".base_layer.weight": m.delta_weight().detach()
-              for n, m in net.named_modules() if isinstance(m, LoraLayer)}
+    layers = {n + ".base_layer.weight": m for n, m in net.named_modules() if isinstance(m, LoraLayer)}
     for k, v in net.state_dict().items():
         if ".lora_A." in k or ".lora_B." in k:
             continue
         v = v.detach().clone()
-        if k in deltas:
-            v = v + deltas[k]
+        if k in layers:
+            m = layers[k]
+            if getattr(m.base_layer, "groups", 1) > 1:
+                v = densify(v, m.base_layer.groups)
+            v = v + m.delta_weight().detach()
         out[k.replace(".base_layer.", ".")] = v
     return out
 
 
 def plain_model(base_net, lcfg, state_dict):
     """base_net (modified in place) with lorafit.json's structure, no LoRA,
-    loaded with a merged state_dict. Returns (net, missing, unexpected)."""
+    loaded with a merged state_dict (a grouped conv stored dense becomes an
+    ordinary conv). Returns (net, missing, unexpected)."""
     apply_lorafit(base_net, lcfg)
+    for name, m in list(base_net.named_modules()):
+        w = state_dict.get(name + ".weight")
+        if isinstance(m, nn.Conv2d) and m.groups > 1 and w is not None and w.shape[1] == m.in_channels:
+            _set_module(base_net, name, nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
+                                                  m.padding, bias=False))
     res = base_net.load_state_dict(state_dict, strict=False)
     return base_net.eval(), list(res.missing_keys), list(res.unexpected_keys)
 
