@@ -36,19 +36,22 @@ var (
 	// CheckpointBytes bounds the tensor data of one checkpoint file
 	// (.pth or .safetensors), all tensors together (4 GiB).
 	CheckpointBytes = &Limit{"LORAFIT_MAX_CHECKPOINT_BYTES", "bytes of tensor data in one checkpoint", 4 << 30}
-	// PickleBytes bounds the pickle (data.pkl) of a .pth file; ResNet-152's
-	// is about 100 KB (64 MiB).
+	// PickleBytes bounds the pickle (data.pkl) of a .pth file, and any
+	// string in it; a ResNet-152 training checkpoint's is 160 KB (64 MiB).
 	PickleBytes = &Limit{"LORAFIT_MAX_PICKLE_BYTES", "bytes in one pickle", 64 << 20}
-	// PickleObjects bounds the values one pickle creates; a ResNet-152
-	// state_dict makes about 30 thousand (4 Mi).
-	PickleObjects = &Limit{"LORAFIT_MAX_PICKLE_OBJECTS", "objects in one pickle", 1 << 22}
-	// PickleStack bounds the unpickler's stack and MARK depth (1 Mi).
-	PickleStack = &Limit{"LORAFIT_MAX_PICKLE_STACK", "entries on the pickle stack", 1 << 20}
+	// PickleObjects bounds the values one pickle pushes (each costs up
+	// to about 200 bytes); a ResNet-152 training checkpoint pushes about
+	// 45 thousand (1 Mi).
+	PickleObjects = &Limit{"LORAFIT_MAX_PICKLE_OBJECTS", "values pushed by one pickle", 1 << 20}
+	// PickleStack bounds the unpickler's stack plus MARK depth; pickle
+	// writes containers in batches of 1000, so real stacks stay near 2000
+	// (64 Ki).
+	PickleStack = &Limit{"LORAFIT_MAX_PICKLE_STACK", "entries on the pickle stack", 1 << 16}
 	// PickleMemo bounds the unpickler's memo (1 Mi entries).
 	PickleMemo = &Limit{"LORAFIT_MAX_PICKLE_MEMO", "pickle memo entries", 1 << 20}
 	// PickleContainer bounds the items of one pickled list, tuple or dict
-	// (1 Mi; a state_dict holds about a thousand).
-	PickleContainer = &Limit{"LORAFIT_MAX_PICKLE_CONTAINER", "items in one pickled list, tuple or dict", 1 << 20}
+	// (256 Ki; ResNet-152's state_dict holds 932).
+	PickleContainer = &Limit{"LORAFIT_MAX_PICKLE_CONTAINER", "items in one pickled list, tuple or dict", 1 << 18}
 	// ConfigBytes bounds a JSON config file such as adapter_config.json or
 	// lorafit.json (1 MiB; real ones are under 2 KB).
 	ConfigBytes = &Limit{"LORAFIT_MAX_CONFIG_BYTES", "bytes in one JSON config file", 1 << 20}
