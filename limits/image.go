@@ -48,14 +48,14 @@ func decodeImage(r io.ReaderAt, size int64, name string) (image.Image, error) {
 	if w <= 0 || h <= 0 {
 		return nil, fmt.Errorf("%s: %d×%d image has no pixels", name, w, h)
 	}
-	pixels := w * h         // both < 2^31: no overflow
-	size = min(size, 1<<40) // keeps the products below in range
+	pixels := w * h // both < 2^31: no overflow
 	if err := ImagePixels.Check(pixels); err != nil {
 		return nil, fmt.Errorf("%s: %d×%d image: %w", name, w, h, err)
 	}
-	most := size*jpegPixelsPerByte + slack
+	n := min(size, 1<<40) // keeps the products below in range
+	most := n*jpegPixelsPerByte + slack
 	if format == "png" {
-		most = (size*pngDecodedPerByte + slack) / bytesPerPixel(cfg.ColorModel)
+		most = (n*pngDecodedPerByte + slack) / bytesPerPixel(cfg.ColorModel)
 	}
 	if pixels > most {
 		return nil, fmt.Errorf("%s: header says %d×%d pixels, more than a %d-byte %s file can hold (truncated or corrupt)",
