@@ -165,6 +165,21 @@ func TestCheckpointBytesLimit(t *testing.T) {
 	}
 }
 
+// TestViewsPastCheckpointBytes: views may repeat stored bytes (a
+// broadcast), but the tensors produced may not pass the limit either.
+func TestViewsPastCheckpointBytes(t *testing.T) {
+	file := makeZip(t, []zipEntry{{name: "b/data.pkl", data: tensorPickle("w", 4, 0, []int{3, 4}, []int{0, 1})}, {name: "b/data/0", data: make([]byte, 16)}})
+	t.Setenv(limits.CheckpointBytes.Env, "48")
+	if _, err := readBytes(file, "views.pth"); err != nil {
+		t.Errorf("48 bytes of output at a 48-byte limit: %v", err)
+	}
+	t.Setenv(limits.CheckpointBytes.Env, "47")
+	_, err := readBytes(file, "views.pth")
+	if want := `views.pth: tensor "w": tensors expand past the limit: 48 bytes of tensor data in one checkpoint is over the limit of 47`; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("err = %v\nwant %s…", err, want)
+	}
+}
+
 func TestLoadRefusesNonRegular(t *testing.T) {
 	for _, path := range []string{"/dev/zero", "testdata"} {
 		if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path+" is a ") {

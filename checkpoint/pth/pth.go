@@ -129,11 +129,11 @@ func (l *loader) persistentLoad(pid any) (any, error) {
 		return s, nil
 	}
 	s := &storageRef{key: key, dtype: dtype, numel: numel}
-	l.declared += s.nbytes() // numel ≤ MaxInt64/8: no overflow before the check
-	if l.declared > l.maxBytes {
+	if n := s.nbytes(); n > l.maxBytes-l.declared { // nbytes ≤ MaxInt64: numel ≤ MaxInt64/8
 		return nil, fmt.Errorf("storage %q (%d × %s): %w", key, numel, dtype,
-			&limits.ExceededError{Limit: limits.CheckpointBytes, Got: l.declared, Max: l.maxBytes})
+			&limits.ExceededError{Limit: limits.CheckpointBytes, Got: satAdd(l.declared, n), Max: l.maxBytes})
 	}
+	l.declared += s.nbytes()
 	if err := l.attach(s); err != nil {
 		return nil, err
 	}
@@ -405,7 +405,7 @@ func (l *loader) stateDict(top any) (*checkpoint.StateDict, error) {
 			}
 		}
 	}
-	budget := outputBudget{expand: budgetSlack + 4*stored, limit: l.maxBytes}
+	budget := outputBudget{expand: budgetSlack + 4*stored, max: l.maxBytes}
 
 	sd := checkpoint.NewStateDict()
 	for i, k := range d.keys {

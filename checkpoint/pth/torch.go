@@ -227,22 +227,30 @@ func describe(v any) string {
 
 // outputBudget is what the tensors of one state_dict may still allocate:
 // expand, a multiple of the stored bytes (stride-0 or repeated views could
-// otherwise expand a small file into an enormous allocation), and limit,
-// limits.CheckpointBytes.
-type outputBudget struct{ expand, limit int64 }
+// otherwise expand a small file into an enormous allocation), and max
+// (limits.CheckpointBytes) less used, the bytes produced so far.
+type outputBudget struct{ expand, used, max int64 }
 
 // take reserves n bytes or explains which budget they exceed.
 func (b *outputBudget) take(n int64) error {
 	if n > b.expand {
 		return errors.New("tensors expand to far more than the stored data (stride-0 or repeated views); refusing to allocate")
 	}
-	if n > b.limit {
-		max, _ := limits.CheckpointBytes.Max()
-		return fmt.Errorf("tensors expand past the limit: %w", &limits.ExceededError{Limit: limits.CheckpointBytes, Got: max - b.limit + n, Max: max})
+	if n > b.max-b.used {
+		return fmt.Errorf("tensors expand past the limit: %w", &limits.ExceededError{Limit: limits.CheckpointBytes, Got: satAdd(b.used, n), Max: b.max})
 	}
 	b.expand -= n
-	b.limit -= n
+	b.used += n
 	return nil
+}
+
+// satAdd adds non-negative sizes for error messages, saturating instead of
+// wrapping when a limit has been raised near MaxInt64.
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // materialize gathers a tensor view into fresh C-contiguous bytes. Every
