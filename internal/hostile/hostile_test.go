@@ -15,6 +15,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	// The CLI is built and run, not linked; importing the packages whose
+	// code it runs on these files makes go test's cache notice their
+	// changes (cmd/lorafit itself cannot be imported).
+	_ "github.com/lorafit/lorafit/checkpoint/pth"
+	_ "github.com/lorafit/lorafit/checkpoint/safetensors"
+	_ "github.com/lorafit/lorafit/classifier"
+	_ "github.com/lorafit/lorafit/data"
+	_ "github.com/lorafit/lorafit/limits"
+	_ "github.com/lorafit/lorafit/transforms"
+	_ "github.com/lorafit/lorafit/weights"
 )
 
 const (
