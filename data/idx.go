@@ -11,9 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/lorafit/lorafit/limits"
 )
 
 // FormatError reports corrupt idx input: the file, the byte offset in the
@@ -39,17 +43,18 @@ type IDX struct {
 	Data []uint8
 }
 
-// maxIDXBytes bounds what an idx header may announce (1 GiB: EMNIST's
-// largest file is 550 MB), so a corrupt header fails fast instead of
-// exhausting memory.
-const maxIDXBytes = 1 << 30
-
 // ReadIDX reads an idx1 (labels) or idx3 (images) file of unsigned bytes,
 // gzip-compressed or not (told apart by gzip's magic 0x1f 0x8b). Every
 // problem — bad magic, another data type, a dimension that is zero or makes
-// the data larger than 1 GiB, truncated or trailing data, a damaged gzip
-// stream — is a *FormatError naming name and the offset.
+// the data larger than limits.IDXBytes, truncated or trailing data, a damaged
+// gzip stream — is a *FormatError naming name and the offset. Memory follows
+// the data that actually arrives (compressed or not), never the header's
+// claim alone, and never exceeds that claim.
 func ReadIDX(r io.Reader, name string) (*IDX, error) {
+	maxBytes, err := limits.IDXBytes.Max()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	br := bufio.NewReader(r)
 	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
@@ -86,9 +91,15 @@ func ReadIDX(r io.Reader, name string) (*IDX, error) {
 		if d == 0 {
 			return nil, &FormatError{File: name, Offset: off, Msg: fmt.Sprintf("dimension %d is 0", i)}
 		}
-		if total *= d; total > maxIDXBytes { // ≤ 2^30 × 2^32: no overflow
-			return nil, &FormatError{File: name, Offset: off, Msg: fmt.Sprintf("dimension %d = %d makes more than %d bytes", i, d, maxIDXBytes)}
+		hi, lo := bits.Mul64(total, d)
+		if hi != 0 || lo > uint64(maxBytes) {
+			le := &limits.ExceededError{Limit: limits.IDXBytes, Got: int64(min(lo, math.MaxInt64)), Max: maxBytes}
+			if hi != 0 {
+				le.Got = math.MaxInt64
+			}
+			return nil, &FormatError{File: name, Offset: off, Msg: fmt.Sprintf("dimension %d = %d: %v", i, d, le), Err: le}
 		}
+		total = lo
 		dims[i] = int(d)
 	}
 	start := int64(4 + 4*nd)
@@ -243,7 +254,7 @@ func FashionMNIST(dir string) (train, test *Dataset, err error) {
 		hint = " (install Debian's package: apt-get install dataset-fashion-mnist)"
 	}
 	return loadIDXPairs("fashion-mnist", dir, FashionMNISTClasses, func(path string) (io.ReadCloser, error) {
-		f, err := os.Open(path)
+		f, _, err := limits.OpenRegular(path)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w%s", err, hint)
 		}

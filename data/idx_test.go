@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lorafit/lorafit/internal/memcheck"
 )
 
 // idxBytes builds an idx file: magic 0 0 dtype len(dims), dims, data.
@@ -97,9 +99,9 @@ func TestReadIDXCorrupt(t *testing.T) {
 		{"truncated dims", good[:10], 10, "truncated dimensions"},
 		{"zero count", idxBytes(8, []uint32{0}, nil), 4, "dimension 0 is 0"},
 		{"zero width", idxBytes(8, []uint32{2, 2, 0}, nil), 12, "dimension 2 is 0"},
-		{"huge count", idxBytes(8, []uint32{0xffffffff}, nil), 4, "more than"},
-		{"overflowing dims", idxBytes(8, []uint32{16, 65536, 65536}, nil), 12, "more than"},
-		{"all dims max", idxBytes(8, []uint32{0xffffffff, 0xffffffff, 0xffffffff}, nil), 4, "more than"},
+		{"huge count", idxBytes(8, []uint32{0xffffffff}, nil), 4, "4294967295 bytes of data in one idx file is over the limit of 1073741824 (set LORAFIT_MAX_IDX_BYTES"},
+		{"overflowing dims", idxBytes(8, []uint32{16, 65536, 65536}, nil), 12, "over the limit"},
+		{"all dims max", idxBytes(8, []uint32{0xffffffff, 0xffffffff, 0xffffffff}, nil), 4, "over the limit"},
 		{"truncated data", good[:len(good)-3], 16 + 5, "truncated data"},
 		{"no data", good[:16], 16, "truncated data"},
 		{"trailing data", append(slices.Clone(good), 0), 24, "trailing data"},
@@ -161,10 +163,11 @@ func TestFromIDX(t *testing.T) {
 }
 
 // FuzzReadIDX: any input gives either a consistent IDX or a *FormatError
-// naming the file — never a panic or a huge allocation.
+// naming the file — never a panic or an allocation the input cannot justify.
 func FuzzReadIDX(f *testing.F) {
 	good := idxBytes(8, []uint32{2, 3, 4}, seq(24))
 	for _, seed := range [][]byte{
+		idxBytes(8, []uint32{1024, 1024, 1024}, seq(64)), gz(idxBytes(8, []uint32{4}, make([]byte, 1<<16))),
 		good, gz(good), idxBytes(8, []uint32{5}, seq(5)), gz(idxBytes(8, []uint32{5}, seq(5))),
 		good[:10], good[:20], append(slices.Clone(good), 1), idxBytes(8, []uint32{0xffffffff}, nil),
 		idxBytes(0x0d, []uint32{1}, seq(4)), {0x1f, 0x8b}, nil,
@@ -172,7 +175,11 @@ func FuzzReadIDX(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		got, err := ReadIDX(bytes.NewReader(in), "fuzz.idx")
+		var got *IDX
+		var err error
+		// gzip expands at most 1032:1, the buffer doubles as data
+		// arrives, and the first allocation is up to 1 MiB.
+		memcheck.Bound(t, len(in), 3*1032, 2<<20, func() { got, err = ReadIDX(bytes.NewReader(in), "fuzz.idx") })
 		if err != nil {
 			var fe *FormatError
 			if !errors.As(err, &fe) || fe.File != "fuzz.idx" || fe.Offset < 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -83,7 +84,12 @@ func (e *DownloadError) Unwrap() error { return e.Err }
 // <name>.partial, resuming an earlier partial with a Range request, retrying
 // transient failures with backoff, then checked against w.SHA256Prefix and
 // atomically renamed into place, so a crash never leaves a truncated file
-// under the final name.
+// under the final name. A lock beside the file (<name>.lock) makes
+// concurrent downloads of one file into one cache take turns: the second
+// finds the first's verified file and uses it. A partial left by a killed
+// run is resumed; if the result fails verification it is fetched once more
+// from the start, since the stale part may be what is wrong. A host name
+// that does not resolve fails at once: that does not heal in seconds.
 func Download(ctx context.Context, w *Weights, dir string, opts DownloadOptions) (string, error) {
 	opts.defaults()
 	if dir == "" {
@@ -102,10 +108,6 @@ func Download(ctx context.Context, w *Weights, dir string, opts DownloadOptions)
 		}
 		return p, nil
 	}
-	if _, err := os.Stat(final); err == nil {
-		bar.note("%s fails sha256 verification; downloading it again", final)
-	}
-
 	src, err := w.sourceURL(opts.BaseURL)
 	if err != nil {
 		return "", err
@@ -121,13 +123,38 @@ func Download(ctx context.Context, w *Weights, dir string, opts DownloadOptions)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
-	partial := final + ".partial"
-	if err := fetch(ctx, src, partial, opts, bar); err != nil {
+	unlock, err := lockFile(ctx, final+".lock", func() {
+		bar.note("waiting for another download of %s into %s", w.FileName(), dir)
+	})
+	if err != nil {
 		return fail(err)
 	}
-	if err := VerifyFile(partial, w.SHA256Prefix); err != nil {
+	defer unlock()
+	// Whoever held the lock may have just finished.
+	var ue *unusableError
+	var hm *HashMismatchError
+	if p, _, err := w.Locate(dir); err == nil {
+		return p, nil
+	} else if errors.As(err, &hm) {
+		bar.note("%s fails sha256 verification; downloading it again", final)
+	} else if errors.As(err, &ue) {
+		bar.note("%s cannot be used (%v); downloading it again", final, ue.cause)
+	}
+
+	partial := final + ".partial"
+	for resumed := fileSize(partial) > 0; ; resumed = false {
+		if err := fetch(ctx, src, partial, opts, bar); err != nil {
+			return fail(err)
+		}
+		err := VerifyFile(partial, w.SHA256Prefix)
+		if err == nil {
+			break
+		}
 		os.Remove(partial)
-		return fail(err)
+		if !resumed {
+			return fail(err)
+		}
+		bar.note("the partial file an earlier run left does not belong to this file; downloading it again from the start")
 	}
 	if err := os.Rename(partial, final); err != nil {
 		return fail(err)
@@ -343,10 +370,15 @@ func copyBody(f *os.File, r io.Reader, bar *progressBar, tick func()) (int64, er
 }
 
 // classify turns a transport error into a retryable one unless retrying is
-// pointless (cancelled by the caller, bad certificate, malformed URL).
+// pointless (cancelled by the caller, bad certificate, malformed URL, a
+// host name the DNS says does not exist: offline, or a typo in a mirror).
 func classify(ctx context.Context, err error) error {
 	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
 		return retryable(cause)
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) && dns.IsNotFound {
+		return err
 	}
 	var cve *tls.CertificateVerificationError
 	if errors.As(err, &cve) {

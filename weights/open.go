@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/pth"
 	"github.com/lorafit/lorafit/checkpoint/safetensors"
+	"github.com/lorafit/lorafit/limits"
 	"github.com/lorafit/lorafit/resnet"
 )
 
@@ -115,7 +118,7 @@ func Open(ctx context.Context, spec string, opts OpenOptions) (*checkpoint.State
 	path, _, err := w.Locate(dir)
 	if err != nil {
 		if !opts.Download {
-			return nil, nil, fmt.Errorf("%s is not downloaded yet: run `lorafit weights download %s` (or put %s at %s)", w.Name, w.Name, w.FileName(), w.CachedPath(dir))
+			return nil, nil, notCachedError(w, dir, err)
 		}
 		path, err = Download(ctx, w, dir, DownloadOptions{Progress: opts.Progress})
 		if err != nil {
@@ -127,6 +130,22 @@ func Open(ctx context.Context, spec string, opts OpenOptions) (*checkpoint.State
 		return nil, nil, err
 	}
 	return sd, &Source{Spec: spec, Registry: w, Path: path, SHA256: info.SHA256}, nil
+}
+
+// notCachedError explains a failed Locate: not downloaded yet, or a cached
+// file that is damaged or not the expected one, with the fix for each.
+func notCachedError(w *Weights, dir string, err error) error {
+	p := w.CachedPath(dir)
+	var hm *HashMismatchError
+	var ue *unusableError
+	switch {
+	case errors.As(err, &hm):
+		return fmt.Errorf("%s: cached file %s is damaged or not %s: its sha256 starts with %s, not %s; delete it and run `lorafit weights download %s` (or put the right file there)",
+			w.Name, p, w.FileName(), short(hm.Actual), hm.Expected, w.Name)
+	case errors.As(err, &ue):
+		return fmt.Errorf("%s: cached file %s cannot be used (%v); remove it and run `lorafit weights download %s`", w.Name, p, ue.cause, w.Name)
+	}
+	return fmt.Errorf("%s is not downloaded yet: run `lorafit weights download %s` (or put %s at %s)", w.Name, w.Name, w.FileName(), p)
 }
 
 // Digest is a SHA-256 over a state_dict's names, dtypes, shapes and bytes:
@@ -149,28 +168,32 @@ type FileInfo struct {
 }
 
 // ReadFile loads a PyTorch (.pth/.pt, zip or legacy) or safetensors file,
-// telling them apart by their first bytes, not their extension.
+// telling them apart by their content (see Format), not their extension.
+// The file must be regular (see limits.OpenRegular): /dev/zero or a FIFO
+// fails at once instead of being read forever. It is opened once, so the
+// digest and the tensors come from the same file.
 func ReadFile(path string) (*checkpoint.StateDict, FileInfo, error) {
 	var info FileInfo
-	f, err := os.Open(path)
+	f, fi, err := limits.OpenRegular(path)
 	if err != nil {
 		return nil, info, err
 	}
 	defer f.Close()
+	size := fi.Size()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
 		return nil, info, fmt.Errorf("%s: %w", path, err)
 	}
 	info.SHA256 = hex.EncodeToString(h.Sum(nil))
 	head := make([]byte, 9)
 	n, _ := f.ReadAt(head, 0)
-	info.Format = Format(head[:n])
+	info.Format = Format(head[:n], size)
 	var sd *checkpoint.StateDict
 	switch info.Format {
 	case "pth":
-		sd, err = pth.Load(path)
+		sd, err = pth.Read(f, size, path)
 	case "safetensors":
-		sd, _, err = safetensors.Load(path)
+		sd, _, err = safetensors.Read(f, size, path)
 	default:
 		return nil, info, fmt.Errorf("%s: neither a PyTorch .pth/.pt file nor a safetensors file (starts with % x)", path, head[:n])
 	}
@@ -180,14 +203,24 @@ func ReadFile(path string) (*checkpoint.StateDict, FileInfo, error) {
 	return sd, info, nil
 }
 
-// Format names a checkpoint format from a file's first bytes: "pth" (zip or
-// legacy pickle), "safetensors", or "".
-func Format(head []byte) string {
+// Format names a checkpoint format from a file's first bytes (9 suffice)
+// and its size: "safetensors", "pth" (zip or legacy pickle), or "". The
+// formats are tried from the most to the least structured, so one valid
+// format is never taken for another: safetensors first (an 8-byte
+// little-endian header length that fits the file, then '{' — a length of
+// 128, 384, 640, … starts with the bytes of a pickle PROTO opcode), then
+// zip by its signature, and the legacy pickle stream (PROTO 2–5) last.
+func Format(head []byte, size int64) string {
+	if len(head) >= 9 && size >= 10 && head[8] == '{' {
+		if n := binary.LittleEndian.Uint64(head); n >= 2 && n <= uint64(size-8) {
+			return "safetensors"
+		}
+	}
 	switch {
-	case bytes.HasPrefix(head, []byte("PK\x03\x04")), len(head) >= 2 && head[0] == 0x80 && head[1] <= 5:
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")), bytes.HasPrefix(head, []byte("PK\x05\x06")):
 		return "pth"
-	case len(head) >= 9 && head[8] == '{':
-		return "safetensors"
+	case len(head) >= 2 && head[0] == 0x80 && head[1] >= 2 && head[1] <= 5:
+		return "pth"
 	}
 	return ""
 }

@@ -5,8 +5,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"strings"
+
+	"github.com/lorafit/lorafit/limits"
 )
 
 // HashMismatchError reports a file whose SHA-256 does not start with the
@@ -24,16 +25,11 @@ func (e *HashMismatchError) Error() string {
 // (hex, any case), the same test torch.hub's check_hash applies. As in
 // torch.hub, an empty prefix skips hashing; the file must still be readable.
 func VerifyFile(path, prefix string) error {
-	f, err := os.Open(path)
+	f, _, err := limits.OpenRegular(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return err
-	} else if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s: not a regular file", path)
-	}
 	if prefix == "" {
 		return nil
 	}

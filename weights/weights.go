@@ -186,13 +186,21 @@ var ErrNotCached = errors.New("weights: no verified local copy")
 
 // Locate returns the path of an existing, verified copy of w: first in dir
 // (lorafit's cache), then in torch hub's checkpoint directory. fromTorchHub
-// tells the caller to mention where the file came from. A file that exists
-// but fails verification is ignored (Download will replace the one in dir).
+// tells the caller to mention where the file came from. When none verifies
+// the error wraps ErrNotCached and, if dir holds a file that fails
+// verification, that failure too (a *HashMismatchError, or why the file
+// cannot be read), so callers can say what is wrong instead of "not
+// downloaded"; Download replaces such a file.
 func (w *Weights) Locate(dir string) (p string, fromTorchHub bool, err error) {
+	var bad error
 	if dir != "" {
 		p = w.CachedPath(dir)
-		if VerifyFile(p, w.SHA256Prefix) == nil {
+		verr := VerifyFile(p, w.SHA256Prefix)
+		if verr == nil {
 			return p, false, nil
+		}
+		if !errors.Is(verr, os.ErrNotExist) {
+			bad = verr
 		}
 	}
 	if hub, herr := TorchHubDir(); herr == nil {
@@ -201,5 +209,15 @@ func (w *Weights) Locate(dir string) (p string, fromTorchHub bool, err error) {
 			return p, true, nil
 		}
 	}
+	if bad != nil {
+		return "", false, &unusableError{bad}
+	}
 	return "", false, ErrNotCached
 }
+
+// unusableError is Locate's error when the cache holds a file that fails
+// verification: it is ErrNotCached, and says why.
+type unusableError struct{ cause error }
+
+func (e *unusableError) Error() string   { return ErrNotCached.Error() + ": " + e.cause.Error() }
+func (e *unusableError) Unwrap() []error { return []error{ErrNotCached, e.cause} }

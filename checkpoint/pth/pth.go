@@ -29,24 +29,21 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"os"
 	"path"
 	"strings"
 
 	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/limits"
 )
 
-// Load reads the state_dict in a .pth/.pt file.
+// Load reads the state_dict in a .pth/.pt file, which must be a regular
+// file (see limits.OpenRegular).
 func Load(path string) (*checkpoint.StateDict, error) {
-	f, err := os.Open(path)
+	f, fi, err := limits.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	return Read(f, fi.Size(), path)
 }
 
@@ -55,7 +52,9 @@ func Load(path string) (*checkpoint.StateDict, error) {
 var errInternal = errors.New("internal error in the .pth reader (please report)")
 
 // Read reads a state_dict from size bytes of r; name identifies the input in
-// error messages.
+// error messages. Sizes are checked against the limits package's
+// CheckpointBytes and Pickle* limits before anything of that size is
+// allocated.
 func Read(r io.ReaderAt, size int64, name string) (sd *checkpoint.StateDict, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -63,6 +62,9 @@ func Read(r io.ReaderAt, size int64, name string) (sd *checkpoint.StateDict, err
 		}
 	}()
 	l := &loader{r: r, size: size, storages: map[string]*storageRef{}}
+	if l.maxBytes, err = limits.CheckpointBytes.Max(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	sd, err = l.read()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -80,6 +82,9 @@ type loader struct {
 	// Bytes taken so far from stored and from deflated zip entries; see
 	// readEntry.
 	stored, inflated int64
+	// declared is the bytes of all storages referenced so far, which may
+	// not pass maxBytes (limits.CheckpointBytes).
+	declared, maxBytes int64
 }
 
 func (l *loader) read() (*checkpoint.StateDict, error) {
@@ -124,6 +129,11 @@ func (l *loader) persistentLoad(pid any) (any, error) {
 		return s, nil
 	}
 	s := &storageRef{key: key, dtype: dtype, numel: numel}
+	if n := s.nbytes(); n > l.maxBytes-l.declared { // nbytes ≤ MaxInt64: numel ≤ MaxInt64/8
+		return nil, fmt.Errorf("storage %q (%d × %s): %w", key, numel, dtype,
+			&limits.ExceededError{Limit: limits.CheckpointBytes, Got: satAdd(l.declared, n), Max: l.maxBytes})
+	}
+	l.declared += s.nbytes()
 	if err := l.attach(s); err != nil {
 		return nil, err
 	}
@@ -192,11 +202,17 @@ func (l *loader) readZip() (any, error) {
 	}
 
 	f := files[pkls[0]]
-	pkl, err := l.readEntry(f, int64(min(f.UncompressedSize64, 1<<62)))
+	if err := limits.PickleBytes.Check(int64(min(f.UncompressedSize64, 1<<62))); err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Name, err)
+	}
+	pkl, err := l.readEntry(f, int64(f.UncompressedSize64))
 	if err != nil {
 		return nil, err
 	}
-	u := &unpickler{src: newSource(bytes.NewReader(pkl), 0, int64(len(pkl))), globals: allowedGlobals, persistentLoad: l.persistentLoad}
+	u, err := newUnpickler(newSource(bytes.NewReader(pkl), 0, int64(len(pkl))), l.persistentLoad)
+	if err != nil {
+		return nil, err
+	}
 	top, err := u.load()
 	if err != nil && !errors.Is(err, errRefusedGlobal) {
 		err = fmt.Errorf("%s: %w", f.Name, err)
@@ -221,6 +237,11 @@ func (l *loader) readEntry(f *zip.File, want int64) ([]byte, error) {
 			f.Name, comp, uncomp, want, l.size)
 	}
 	if store {
+		// The entry's bytes must lie inside the file, where its local
+		// header says they start, before we allocate for them.
+		if off, err := f.DataOffset(); err != nil || off > l.size-want {
+			return nil, fmt.Errorf("zip entry %q: its %d bytes are not in the %d-byte file (truncated?)", f.Name, want, l.size)
+		}
 		l.stored += want
 	} else {
 		l.inflated += want
@@ -265,7 +286,10 @@ const legacyProtocolVersion = 1001
 
 func (l *loader) readLegacy() (any, error) {
 	src := newSource(l.r, 0, l.size)
-	u := &unpickler{src: src, globals: allowedGlobals}
+	u, err := newUnpickler(src, nil)
+	if err != nil {
+		return nil, err
+	}
 	magic, err := u.load()
 	if err != nil {
 		return nil, fmt.Errorf("legacy header: %w", err)
@@ -381,7 +405,7 @@ func (l *loader) stateDict(top any) (*checkpoint.StateDict, error) {
 			}
 		}
 	}
-	budget := budgetSlack + 4*stored
+	budget := outputBudget{expand: budgetSlack + 4*stored, max: l.maxBytes}
 
 	sd := checkpoint.NewStateDict()
 	for i, k := range d.keys {

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/internal/memcheck"
 )
 
 // expectedTensor is one entry of testdata/expected.json, written by
@@ -471,8 +472,14 @@ func FuzzRead(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add(tensorPickle("w", 4, 0, []int{2, 2}, []int{1, 2}))
+	f.Add(makeZip(f, []zipEntry{{name: "b/data.pkl", data: append([]byte{opProto, 2, opEmptyList}, repeat(70_000, opDup)...)}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		sd, err := readBytes(b, "fuzz.pth")
+		var sd *checkpoint.StateDict
+		var err error
+		// Legitimate expansion: deflate (maxDeflateRatio, read through a
+		// growing buffer), views repeating stored bytes (4×, plus
+		// budgetSlack for broadcasts) and ~200 bytes per pickle value.
+		memcheck.Bound(t, len(b), 8*maxDeflateRatio, budgetSlack+32<<20, func() { sd, err = readBytes(b, "fuzz.pth") })
 		if errors.Is(err, errInternal) {
 			t.Fatal(err)
 		}
@@ -530,7 +537,8 @@ func TestLyingZipSizes(t *testing.T) {
 		claim int64
 		want  string
 	}{
-		{1 << 40, "implausible sizes"},               // beyond any deflate ratio
+		{1 << 40, "LORAFIT_MAX_CHECKPOINT_BYTES"},    // beyond the limit
+		{1 << 30, "implausible sizes"},               // beyond any deflate ratio
 		{int64(comp.Len()) * 1000, "unexpected EOF"}, // plausible, but not there
 		{4096, ""}, // the truth
 	} {

@@ -10,6 +10,7 @@ import (
 	"math"
 
 	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/limits"
 )
 
 // storageDTypes maps torch's legacy typed-storage classes, which is how
@@ -224,14 +225,41 @@ func describe(v any) string {
 	return "a " + typeName(v)
 }
 
+// outputBudget is what the tensors of one state_dict may still allocate:
+// expand, a multiple of the stored bytes (stride-0 or repeated views could
+// otherwise expand a small file into an enormous allocation), and max
+// (limits.CheckpointBytes) less used, the bytes produced so far.
+type outputBudget struct{ expand, used, max int64 }
+
+// take reserves n bytes or explains which budget they exceed.
+func (b *outputBudget) take(n int64) error {
+	if n > b.expand {
+		return errors.New("tensors expand to far more than the stored data (stride-0 or repeated views); refusing to allocate")
+	}
+	if n > b.max-b.used {
+		return fmt.Errorf("tensors expand past the limit: %w", &limits.ExceededError{Limit: limits.CheckpointBytes, Got: satAdd(b.used, n), Max: b.max})
+	}
+	b.expand -= n
+	b.used += n
+	return nil
+}
+
+// satAdd adds non-negative sizes for error messages, saturating instead of
+// wrapping when a limit has been raised near MaxInt64.
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
 // materialize gathers a tensor view into fresh C-contiguous bytes. Every
 // index it touches is checked to lie inside the storage first. budget limits
-// the bytes produced across all tensors (stride-0 or repeated views could
-// otherwise expand a small file into an enormous allocation). lastUse says no
+// the bytes produced across all tensors. lastUse says no
 // later tensor needs the storage: its bytes are then released, or taken over
 // without a copy when this tensor is exactly the whole storage, the usual
 // case for a state_dict.
-func materialize(t *tensorRef, budget *int64, lastUse bool) (*checkpoint.Tensor, error) {
+func materialize(t *tensorRef, budget *outputBudget, lastUse bool) (*checkpoint.Tensor, error) {
 	st := t.storage
 	es := int64(st.dtype.Size())
 	numel, last, err := viewExtent(t)
@@ -242,10 +270,9 @@ func materialize(t *tensorRef, budget *int64, lastUse bool) (*checkpoint.Tensor,
 		return nil, fmt.Errorf("view (offset %d, size %v, stride %v) reaches element %d of storage %q, which holds %d elements",
 			t.offset, t.size, t.stride, last, st.key, st.numel)
 	}
-	if numel > *budget/es {
-		return nil, errors.New("tensors expand to far more than the stored data (stride-0 or repeated views); refusing to allocate")
+	if err := budget.take(numel * es); err != nil { // viewExtent keeps it in range
+		return nil, err
 	}
-	*budget -= numel * es
 
 	shape := make([]int, len(t.size))
 	for i, d := range t.size {

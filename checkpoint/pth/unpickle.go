@@ -16,6 +16,8 @@ import (
 	"math"
 	"math/big"
 	"unicode/utf8"
+
+	"github.com/lorafit/lorafit/limits"
 )
 
 // Pickle values are plain Go values:
@@ -97,6 +99,72 @@ type unpickler struct {
 	stack []any
 	marks []int
 	memo  map[uint32]any
+
+	// pushes counts the values pushed so far (across the loads of one
+	// file); with the other budget fields it bounds what a pickle can make
+	// us allocate. Each opcode pushes at most one value, so the count is
+	// also at most the pickle's length: memory stays proportional to the
+	// input, and capped by the limits whatever the input.
+	pushes int64
+	budget pickleBudget
+}
+
+// pickleBudget holds the limits in force for one file (read once, not per
+// opcode).
+type pickleBudget struct {
+	bytes, pushes, stack, memo, container int64
+}
+
+func newPickleBudget() (pickleBudget, error) {
+	var b pickleBudget
+	for _, f := range []struct {
+		l   *limits.Limit
+		dst *int64
+	}{
+		{limits.PickleBytes, &b.bytes}, {limits.PickleObjects, &b.pushes}, {limits.PickleStack, &b.stack},
+		{limits.PickleMemo, &b.memo}, {limits.PickleContainer, &b.container},
+	} {
+		v, err := f.l.Max()
+		if err != nil {
+			return b, err
+		}
+		*f.dst = v
+	}
+	return b, nil
+}
+
+func newUnpickler(src *source, persistentLoad func(any) (any, error)) (*unpickler, error) {
+	b, err := newPickleBudget()
+	if err != nil {
+		return nil, err
+	}
+	return &unpickler{src: src, globals: allowedGlobals, persistentLoad: persistentLoad, budget: b}, nil
+}
+
+// overBudget checks the structure built so far against the budget; called
+// after every opcode, each of which adds at most a few entries.
+func (u *unpickler) overBudget() error {
+	for _, c := range []struct {
+		l        *limits.Limit
+		got, max int64
+	}{
+		{limits.PickleObjects, u.pushes, u.budget.pushes},
+		{limits.PickleStack, int64(len(u.stack) + len(u.marks)), u.budget.stack},
+		{limits.PickleMemo, int64(len(u.memo)), u.budget.memo},
+	} {
+		if c.got > c.max {
+			return &limits.ExceededError{Limit: c.l, Got: c.got, Max: c.max}
+		}
+	}
+	return nil
+}
+
+// fits checks a container's new length against the budget.
+func (u *unpickler) fits(n int) error {
+	if int64(n) > u.budget.container {
+		return &limits.ExceededError{Limit: limits.PickleContainer, Got: int64(n), Max: u.budget.container}
+	}
+	return nil
 }
 
 // errRefusedGlobal marks the error for a global outside the allow-list so
@@ -204,13 +272,19 @@ func (u *unpickler) load() (any, error) {
 		}
 		if err := u.step(op); err != nil {
 			var te tensorError
+			var le *limits.ExceededError
 			switch {
 			case errors.Is(err, errRefusedGlobal):
 				return nil, err
 			case errors.As(err, &te):
 				return nil, fmt.Errorf("pickle offset %d: %w", at, te.error)
+			case errors.As(err, &le):
+				return nil, fmt.Errorf("pickle offset %d: %w", at, err)
 			}
 			return nil, fmt.Errorf("corrupt pickle: opcode 0x%02x at offset %d: %w", op, at, err)
+		}
+		if err := u.overBudget(); err != nil {
+			return nil, fmt.Errorf("pickle offset %d: %w", at, err)
 		}
 	}
 }
@@ -353,6 +427,9 @@ func (u *unpickler) step(op byte) error {
 		if !ok {
 			return fmt.Errorf("APPEND to %s, not a list", typeName(t))
 		}
+		if err := u.fits(len(l.items) + len(items)); err != nil {
+			return err
+		}
 		l.items = append(l.items, items...)
 	case opSetItem, opSetItems:
 		items, t, err := u.popInto(op == opSetItems, 2)
@@ -362,6 +439,9 @@ func (u *unpickler) step(op byte) error {
 		d, ok := t.(*pyDict)
 		if !ok {
 			return fmt.Errorf("SETITEM on %s, not a dict", typeName(t))
+		}
+		if err := u.fits(len(d.keys) + len(items)/2); err != nil {
+			return err
 		}
 		return setPairs(d, items)
 
@@ -465,7 +545,10 @@ var errStackUnderflow = errors.New("stack underflow")
 // storage, bad tensor arguments), reported without calling the pickle corrupt.
 type tensorError struct{ error }
 
-func (u *unpickler) push(v any) { u.stack = append(u.stack, v) }
+func (u *unpickler) push(v any) {
+	u.stack = append(u.stack, v)
+	u.pushes++
+}
 
 // avail is the number of items above the most recent MARK; as in CPython,
 // opcodes other than the MARK-consuming ones cannot reach below it.
@@ -508,6 +591,9 @@ func (u *unpickler) popMark() ([]any, error) {
 		return nil, errors.New("no MARK on the stack")
 	}
 	m := u.marks[len(u.marks)-1]
+	if err := u.fits(len(u.stack) - m); err != nil {
+		return nil, err
+	}
 	u.marks = u.marks[:len(u.marks)-1]
 	items := append([]any(nil), u.stack[m:]...)
 	u.stack = u.stack[:m]
@@ -607,11 +693,15 @@ func (u *unpickler) length(width int) (int, error) {
 	return int(n), nil
 }
 
-// counted reads a length-prefixed byte string.
+// counted reads a length-prefixed byte string, which can be no longer
+// than a whole pickle may be.
 func (u *unpickler) counted(width int) ([]byte, error) {
 	n, err := u.length(width)
 	if err != nil {
 		return nil, err
+	}
+	if int64(n) > u.budget.bytes {
+		return nil, &limits.ExceededError{Limit: limits.PickleBytes, Got: int64(n), Max: u.budget.bytes}
 	}
 	return u.src.read(n)
 }

@@ -5,11 +5,15 @@ import (
 	"os"
 	"reflect"
 	"testing"
+
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/internal/memcheck"
 )
 
 // FuzzRead: no input may panic, and whatever Read accepts must survive a
 // write/read round trip unchanged (so we never accept something we cannot
-// reproduce). Run with: go test ./checkpoint/safetensors/ -run '^$' -fuzz FuzzRead -fuzztime 20s
+// reproduce), nor allocate more than the file justifies. Run with:
+// go test ./checkpoint/safetensors/ -run '^$' -fuzz FuzzRead -fuzztime 20s
 func FuzzRead(f *testing.F) {
 	for _, p := range []string{"testdata/reference.safetensors", "testdata/go_written.safetensors"} {
 		if b, err := os.ReadFile(p); err == nil {
@@ -21,7 +25,14 @@ func FuzzRead(f *testing.F) {
 	f.Add(file(`{"a":{"dtype":"U8","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}}`, nil))
 	f.Add(withLen(1<<63, "{}"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		sd, meta, err := Read(bytes.NewReader(data), int64(len(data)), "fuzz")
+		var sd *checkpoint.StateDict
+		var meta map[string]string
+		var err error
+		// At most the file's bytes once more for the data, a copy of the
+		// header in the JSON decoder, a few words per shape entry.
+		memcheck.Bound(t, len(data), 48, 1<<20, func() {
+			sd, meta, err = Read(bytes.NewReader(data), int64(len(data)), "fuzz")
+		})
 		n, entries, _, herr := readHeader(bytes.NewReader(data), int64(len(data)), "fuzz")
 		if (err == nil) != (herr == nil) {
 			t.Fatalf("Read err %v but readHeader err %v", err, herr)

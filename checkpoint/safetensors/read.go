@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/limits"
 )
 
 // Load reads a whole file: its tensors, in file order (by data offset), and
@@ -39,6 +40,9 @@ func Read(r io.ReaderAt, size int64, name string) (*checkpoint.StateDict, map[st
 	}
 	// readHeader checked that the entries exactly cover the buffer, so its
 	// length is bounded by the real size and every slice below is in range.
+	if err := limits.CheckpointBytes.Check(size - 8 - n); err != nil {
+		return nil, nil, formatErr(name, "", "data buffer: %v", err)
+	}
 	buf := make([]byte, size-8-n)
 	if err := readFull(r, buf, 8+n, name, "tensor data"); err != nil {
 		return nil, nil, err
@@ -63,19 +67,12 @@ func ReadHeader(path string) ([]Entry, map[string]string, error) {
 	return entries, meta, err
 }
 
+// openSized opens a regular file (refusing devices, FIFOs and directories
+// at once; see limits.OpenRegular) and returns its size.
 func openSized(path string) (*os.File, int64, error) {
-	f, err := os.Open(path)
+	f, fi, err := limits.OpenRegular(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("safetensors: %w", err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("safetensors: %w", err)
-	}
-	if fi.IsDir() {
-		f.Close()
-		return nil, 0, formatErr(path, "", "is a directory, not a safetensors file")
 	}
 	return f, fi.Size(), nil
 }

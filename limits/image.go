@@ -1,0 +1,85 @@
+package limits
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+	_ "image/jpeg" // the two formats lorafit reads
+	_ "image/png"
+	"io"
+)
+
+// A header may not claim more than its file could encode. PNG: deflate
+// expands at most 1032:1 and a decoded pixel is at most 8 times its raw
+// bits (a 1-bit pixel becomes a byte), so decoded bytes ≤ 8×1032 per file
+// byte. JPEG: every 8×8 block of every component costs at least one
+// Huffman-coded bit, so at most 8×64 pixels per file byte. Real files are
+// orders of magnitude below both (a 4K photo is about 3 pixels per byte).
+const (
+	pngDecodedPerByte = 8 * 1032
+	jpegPixelsPerByte = 8 * 64
+	slack             = 1 << 16 // tiny files: headers and chunk framing
+)
+
+// DecodeImage decodes a PNG or JPEG file after checking, from its header
+// alone, that width×height is within ImagePixels and within what the
+// file's size could encode, so no decoder ever allocates for pixels that
+// cannot be there. The file must be regular (see OpenRegular). Errors name
+// the file.
+func DecodeImage(path string) (image.Image, error) {
+	f, fi, err := OpenRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return decodeImage(f, fi.Size(), path)
+}
+
+// decodeImage is DecodeImage on size bytes of r.
+func decodeImage(r io.ReaderAt, size int64, name string) (image.Image, error) {
+	cfg, format, err := image.DecodeConfig(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a readable PNG or JPEG image: %w", name, err)
+	}
+	if format != "png" && format != "jpeg" {
+		return nil, fmt.Errorf("%s: a %s image; only PNG and JPEG are supported", name, format)
+	}
+	w, h := int64(cfg.Width), int64(cfg.Height)
+	if w <= 0 || h <= 0 {
+		return nil, fmt.Errorf("%s: %d×%d image has no pixels", name, w, h)
+	}
+	pixels := w * h // both < 2^31: no overflow
+	if err := ImagePixels.Check(pixels); err != nil {
+		return nil, fmt.Errorf("%s: %d×%d image: %w", name, w, h, err)
+	}
+	n := min(size, 1<<40) // keeps the products below in range
+	most := n*jpegPixelsPerByte + slack
+	if format == "png" {
+		most = (n*pngDecodedPerByte + slack) / bytesPerPixel(cfg.ColorModel)
+	}
+	if pixels > most {
+		return nil, fmt.Errorf("%s: header says %d×%d pixels, more than a %d-byte %s file can hold (truncated or corrupt)",
+			name, w, h, size, format)
+	}
+	img, _, err := image.Decode(io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a readable PNG or JPEG image: %w", name, err)
+	}
+	return img, nil
+}
+
+// bytesPerPixel is what Go's PNG decoder allocates per pixel for a model.
+func bytesPerPixel(m color.Model) int64 {
+	switch m {
+	case color.GrayModel:
+		return 1
+	case color.Gray16Model:
+		return 2
+	case color.RGBAModel, color.NRGBAModel:
+		return 4
+	}
+	if _, ok := m.(color.Palette); ok {
+		return 1
+	}
+	return 8
+}
