@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/safetensors"
 	"github.com/lorafit/lorafit/fsutil"
+	"github.com/lorafit/lorafit/limits"
 	"github.com/lorafit/lorafit/lora"
 	"github.com/lorafit/lorafit/preprocess"
 )
@@ -52,26 +52,9 @@ type BaseInfo struct {
 	NumClasses int    `json:"num_classes"`
 }
 
-// maxJSON bounds the JSON files of an adapter directory: real ones are a few
-// KB; a larger one is not an adapter and must not be read whole.
-const maxJSON = 1 << 20
-
-// readSmall reads a regular file of at most maxJSON bytes.
-func readSmall(path string) ([]byte, error) {
-	f, err := fsutil.OpenRegular(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxJSON+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(b) > maxJSON {
-		return nil, fmt.Errorf("%s: larger than %d bytes: not an adapter's JSON file", path, maxJSON)
-	}
-	return b, nil
-}
+// readSmall reads one of an adapter's JSON files: a regular file within
+// limits.ConfigBytes (real ones are a few KB).
+func readSmall(path string) ([]byte, error) { return limits.ReadFile(path, limits.ConfigBytes) }
 
 // Save writes dir as PEFT's save_pretrained does (adapter_config.json +
 // adapter_model.safetensors with PEFT's key names) plus lorafit.json from

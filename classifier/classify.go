@@ -7,6 +7,7 @@ import (
 
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/lorafit/lorafit/limits"
 	"github.com/lorafit/lorafit/preprocess"
 )
 
@@ -70,7 +71,7 @@ func (p *Predictor) ClassifyFiles(paths []string, pre preprocess.Preprocess, bat
 		return err
 	}
 	for _, path := range paths {
-		if _, err := preprocess.DecodeConfig(path); err != nil {
+		if _, err := limits.ImageConfig(path); err != nil {
 			return err
 		}
 	}
@@ -80,7 +81,7 @@ func (p *Predictor) ClassifyFiles(paths []string, pre preprocess.Preprocess, bat
 		end := min(start+batch, len(paths))
 		flat = flat[:0]
 		for _, path := range paths[start:end] {
-			img, err := preprocess.Decode(path)
+			img, err := limits.DecodeImage(path)
 			if err != nil {
 				return err
 			}

@@ -2,9 +2,6 @@ package data
 
 import (
 	"fmt"
-	"image"
-	_ "image/jpeg" // register the decoders ImageFolder reads
-	_ "image/png"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -15,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/lorafit/lorafit/limits"
 	"github.com/lorafit/lorafit/preprocess"
 )
 
@@ -25,9 +23,6 @@ var (
 	imageExts       = []string{".png", ".jpg", ".jpeg"}
 	unsupportedExts = []string{".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 )
-
-// maxPixels bounds a decoded image (100 megapixels) against decompression bombs.
-const maxPixels = 100 << 20
 
 // ImageFolder loads torchvision's ImageFolder layout, dir/CLASS/**/*.png
 // or .jpg: class indices follow the sorted sub-folder names (symlinks to
@@ -155,24 +150,9 @@ func loadFolder(dir string, size int) (*Dataset, error) {
 // loadImage decodes path into dst as size×size×3 bytes: shorter side
 // resized to size, then center-cropped.
 func loadImage(path string, size int, dst []uint8) error {
-	f, err := os.Open(path)
+	img, err := limits.DecodeImage(path)
 	if err != nil {
 		return err
-	}
-	defer f.Close()
-	cfg, _, err := image.DecodeConfig(f)
-	if err != nil {
-		return fmt.Errorf("%s: not a readable PNG or JPEG image: %w", path, err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > maxPixels {
-		return fmt.Errorf("%s: %d×%d image: want 1 to %d pixels", path, cfg.Width, cfg.Height, maxPixels)
-	}
-	if _, err := f.Seek(0, 0); err != nil {
-		return err
-	}
-	img, _, err := image.Decode(f)
-	if err != nil {
-		return fmt.Errorf("%s: not a readable PNG or JPEG image: %w", path, err)
 	}
 	rgb, w, h := preprocess.ToRGB(img)
 	if w != size || h != size {

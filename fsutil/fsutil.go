@@ -134,31 +134,6 @@ func syncDir(dir string) {
 	}
 }
 
-// OpenRegular opens a regular file for reading. A directory, device, FIFO
-// or socket is refused at once with an error naming the path: reading
-// /dev/zero or a FIFO as a checkpoint would never end.
-func OpenRegular(path string) (*os.File, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		what := "not a regular file"
-		switch m := st.Mode(); {
-		case m.IsDir():
-			what = "a directory"
-		case m&os.ModeNamedPipe != 0:
-			what = "a FIFO"
-		case m&os.ModeDevice != 0:
-			what = "a device"
-		case m&os.ModeSocket != 0:
-			what = "a socket"
-		}
-		return nil, fmt.Errorf("%s: is %s, not a file", path, what)
-	}
-	return os.Open(path)
-}
-
 // WriteJSON writes v as indented JSON, atomically.
 func WriteJSON(path string, v any) error {
 	raw, err := json.MarshalIndent(v, "", "  ")

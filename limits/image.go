@@ -35,22 +35,33 @@ func DecodeImage(path string) (image.Image, error) {
 	return decodeImage(f, fi.Size(), path)
 }
 
-// decodeImage is DecodeImage on size bytes of r.
-func decodeImage(r io.ReaderAt, size int64, name string) (image.Image, error) {
+// ImageConfig reads a PNG or JPEG file's header and makes DecodeImage's
+// checks, without decoding: a cheap way to refuse a bad file early.
+func ImageConfig(path string) (image.Config, error) {
+	f, fi, err := OpenRegular(path)
+	if err != nil {
+		return image.Config{}, err
+	}
+	defer f.Close()
+	return imageConfig(f, fi.Size(), path)
+}
+
+// imageConfig checks the header of size bytes of r.
+func imageConfig(r io.ReaderAt, size int64, name string) (image.Config, error) {
 	cfg, format, err := image.DecodeConfig(io.NewSectionReader(r, 0, size))
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a readable PNG or JPEG image: %w", name, err)
+		return cfg, fmt.Errorf("%s: not a readable PNG or JPEG image: %w", name, err)
 	}
 	if format != "png" && format != "jpeg" {
-		return nil, fmt.Errorf("%s: a %s image; only PNG and JPEG are supported", name, format)
+		return cfg, fmt.Errorf("%s: a %s image; only PNG and JPEG are supported", name, format)
 	}
 	w, h := int64(cfg.Width), int64(cfg.Height)
 	if w <= 0 || h <= 0 {
-		return nil, fmt.Errorf("%s: %d×%d image has no pixels", name, w, h)
+		return cfg, fmt.Errorf("%s: %d×%d image has no pixels", name, w, h)
 	}
 	pixels := w * h // both < 2^31: no overflow
 	if err := ImagePixels.Check(pixels); err != nil {
-		return nil, fmt.Errorf("%s: %d×%d image: %w", name, w, h, err)
+		return cfg, fmt.Errorf("%s: %d×%d image: %w", name, w, h, err)
 	}
 	n := min(size, 1<<40) // keeps the products below in range
 	most := n*jpegPixelsPerByte + slack
@@ -58,8 +69,16 @@ func decodeImage(r io.ReaderAt, size int64, name string) (image.Image, error) {
 		most = (n*pngDecodedPerByte + slack) / bytesPerPixel(cfg.ColorModel)
 	}
 	if pixels > most {
-		return nil, fmt.Errorf("%s: header says %d×%d pixels, more than a %d-byte %s file can hold (truncated or corrupt)",
+		return cfg, fmt.Errorf("%s: header says %d×%d pixels, more than a %d-byte %s file can hold (truncated or corrupt)",
 			name, w, h, size, format)
+	}
+	return cfg, nil
+}
+
+// decodeImage is DecodeImage on size bytes of r.
+func decodeImage(r io.ReaderAt, size int64, name string) (image.Image, error) {
+	if _, err := imageConfig(r, size, name); err != nil {
+		return nil, err
 	}
 	img, _, err := image.Decode(io.NewSectionReader(r, 0, size))
 	if err != nil {

@@ -49,8 +49,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("peft_type %q: only LORA adapters are supported", c.PeftType)
 	case c.R <= 0 && !c.TargetModules.Empty():
 		return fmt.Errorf("r must be positive, got %d", c.R)
-	case c.LoraAlpha <= 0 && !c.TargetModules.Empty():
-		return fmt.Errorf("lora_alpha must be positive, got %g", c.LoraAlpha)
+	case c.R > MaxRank:
+		return fmt.Errorf("r %d: at most %d", c.R, MaxRank)
+	case !c.TargetModules.Empty() && !validAlpha(c.LoraAlpha):
+		return fmt.Errorf("lora_alpha must be positive and at most %g, got %g", float64(MaxAlpha), c.LoraAlpha)
 	case c.LoraDropout < 0 || c.LoraDropout >= 1:
 		return fmt.Errorf("lora_dropout must be in [0, 1), got %g", c.LoraDropout)
 	case c.Bias != "" && c.Bias != "none":
@@ -63,12 +65,27 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("layers_to_transform / layers_pattern are not supported: use a target_modules regex")
 	}
 	for _, p := range c.RankPattern {
-		if p.Value <= 0 || p.Value != math.Trunc(p.Value) {
-			return fmt.Errorf("rank_pattern %q: rank must be a positive integer, got %g", p.Key, p.Value)
+		if p.Value <= 0 || p.Value != math.Trunc(p.Value) || p.Value > MaxRank {
+			return fmt.Errorf("rank_pattern %q: rank must be an integer from 1 to %d, got %g", p.Key, MaxRank, p.Value)
+		}
+	}
+	for _, p := range c.AlphaPattern {
+		if !validAlpha(p.Value) {
+			return fmt.Errorf("alpha_pattern %q: alpha must be positive and at most %g, got %g", p.Key, float64(MaxAlpha), p.Value)
 		}
 	}
 	return nil
 }
+
+// MaxRank and MaxAlpha bound r and lora_alpha: far beyond any adapter in
+// use (a rank above a weight's own rank is refused anyway, see Match), and
+// low enough that scaling stays finite and no typo allocates gigabytes.
+const (
+	MaxRank  = 1 << 16
+	MaxAlpha = 1 << 20
+)
+
+func validAlpha(a float64) bool { return a > 0 && a <= MaxAlpha }
 
 // RankAlpha gives a module's rank and alpha: the first rank_pattern /
 // alpha_pattern key that matches the end of the name (PEFT's

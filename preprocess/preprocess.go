@@ -11,12 +11,7 @@ import (
 	"fmt"
 	"image"
 	"image/color"
-	_ "image/jpeg" // register decoders
-	_ "image/png"
 	"math"
-	"os"
-
-	"github.com/lorafit/lorafit/fsutil"
 )
 
 // ImageNet's mean and std, torchvision's defaults.
@@ -189,50 +184,4 @@ func ToRGB(img image.Image) (pix []uint8, w, h int) {
 		}
 	}
 	return pix, w, h
-}
-
-// maxPixels bounds a decoded image against decompression bombs.
-const maxPixels = 100 << 20
-
-// DecodeConfig reads a PNG or JPEG file's header and checks the size it
-// declares; errors name the file.
-func DecodeConfig(path string) (image.Config, error) {
-	f, err := fsutil.OpenRegular(path)
-	if err != nil {
-		return image.Config{}, err
-	}
-	defer f.Close()
-	return decodeConfig(f, path)
-}
-
-func decodeConfig(f *os.File, path string) (image.Config, error) {
-	cfg, _, err := image.DecodeConfig(f)
-	if err != nil {
-		return cfg, fmt.Errorf("%s: not a readable PNG or JPEG image: %w", path, err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > maxPixels {
-		return cfg, fmt.Errorf("%s: %d×%d image: want 1 to %d pixels", path, cfg.Width, cfg.Height, maxPixels)
-	}
-	return cfg, nil
-}
-
-// Decode reads a PNG or JPEG file, checking the size its header declares
-// before decoding; errors name the file.
-func Decode(path string) (image.Image, error) {
-	f, err := fsutil.OpenRegular(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := decodeConfig(f, path); err != nil {
-		return nil, err
-	}
-	if _, err := f.Seek(0, 0); err != nil {
-		return nil, err
-	}
-	img, _, err := image.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a readable PNG or JPEG image: %w", path, err)
-	}
-	return img, nil
 }

@@ -5,8 +5,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/lorafit/lorafit/limits"
 )
 
 // TestMatchesTorchvision compares with torchvision's ImageClassification on
@@ -36,7 +37,7 @@ func TestMatchesTorchvision(t *testing.T) {
 			if err := json.Unmarshal(want[tc.file], &exp); err != nil {
 				t.Fatal(err)
 			}
-			img, err := Decode(filepath.Join("testdata", tc.file))
+			img, err := limits.DecodeImage(filepath.Join("testdata", tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,19 +54,5 @@ func TestMatchesTorchvision(t *testing.T) {
 				t.Errorf("max |diff| vs torchvision %.4f > %.4f", worst, tc.tol)
 			}
 		})
-	}
-}
-
-func TestDecodeErrors(t *testing.T) {
-	dir := t.TempDir()
-	bad := filepath.Join(dir, "bad.png")
-	if err := os.WriteFile(bad, []byte("\x89PNG\r\n\x1a\nnot really"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Decode(bad); err == nil || !strings.Contains(err.Error(), bad) {
-		t.Fatalf("corrupt PNG: got %v, want an error naming the file", err)
-	}
-	if _, err := Decode(filepath.Join(dir, "missing.png")); err == nil {
-		t.Fatal("missing file: no error")
 	}
 }

@@ -37,7 +37,12 @@ type Options struct {
 	Cases       []int  // of adapter.CaseNumbers
 	// Weights is "auto" (StudyWeights when cached or downloadable, else a
 	// seeded random backbone, said loudly), or any --weights spec.
-	Weights     string
+	Weights string
+	// Base, if set, is Weights already opened by OpenWeights (with its
+	// Source and Note), so a caller can fail before creating Out.
+	Base        *backbone.Base
+	Source      *weights.Source
+	Note        string
 	Train, Test *data.Dataset
 	Config      train.Config
 	Out         string // output directory
@@ -85,9 +90,12 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	base, src, note, err := OpenWeights(ctx, o.Weights, o.Config.Seed, o.Log)
-	if err != nil {
-		return nil, err
+	base, src, note := o.Base, o.Source, o.Note
+	if base == nil {
+		var err error
+		if base, src, note, err = OpenWeights(ctx, o.Weights, o.Config.Seed, o.Log); err != nil {
+			return nil, err
+		}
 	}
 	if src.Random {
 		fmt.Fprintf(log, "WARNING: the backbone is randomly initialized (%s): %s. Accuracies are not comparable to the founding study's, which fine-tuned ImageNet weights.\n", src, note)

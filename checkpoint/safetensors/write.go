@@ -6,13 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"unicode/utf8"
 
 	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/fsutil"
 )
 
 // Save writes sd and metadata to path atomically: it writes a temporary file
@@ -21,54 +20,15 @@ import (
 // pick it up. On any error the temporary file is removed and an existing file
 // at path is left untouched. The StateDict is validated before anything is
 // created. An existing file's permissions are kept; a new file gets 0644.
-func Save(path string, sd *checkpoint.StateDict, metadata map[string]string) (err error) {
+func Save(path string, sd *checkpoint.StateDict, metadata map[string]string) error {
 	hdr, err := encodeHeader(sd, metadata)
+	if err == nil {
+		err = fsutil.WriteFile(path, func(w io.Writer) error { return writeBody(w, hdr, sd) })
+	}
 	if err != nil {
 		return fmt.Errorf("safetensors: save %s: %w", path, err)
 	}
-	perm := os.FileMode(0o644)
-	if fi, statErr := os.Stat(path); statErr == nil && fi.Mode().IsRegular() {
-		perm = fi.Mode().Perm()
-	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("safetensors: save %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close() // may already be closed; the error is irrelevant then
-			os.Remove(tmp)
-			err = fmt.Errorf("safetensors: save %s: %w", path, err)
-		}
-	}()
-	if err = writeBody(f, hdr, sd); err != nil {
-		return err
-	}
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	syncDir(dir)
 	return nil
-}
-
-// syncDir makes the rename itself durable. It is best effort: some
-// filesystems refuse to fsync a directory, and the data is already safe.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
 
 // Write encodes sd and metadata to w. Tensors are laid out in sd.Names order

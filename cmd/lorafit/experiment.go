@@ -54,14 +54,11 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if *resume && *dir == "" {
 		return usageErrorf("--resume needs the --out directory of the run to continue")
 	}
-	if *dir == "" {
-		if *dir, err = newRunDir(time.Now()); err != nil {
+	if *dir != "" {
+		if err := checkOutDir(*dir, *resume, *force); err != nil {
 			return err
 		}
-	} else if err := outDir(*dir, *resume, *force); err != nil {
-		return err
 	}
-	_, _ = fsutil.Clean(*dir) // what a killed run's writes left
 	ctx, stop := signalContext()
 	defer stop()
 	b, err := bf.newBackend()
@@ -72,8 +69,19 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	base, src, note, err := study.OpenWeights(ctx, bf.weights, cfg.Seed, errOut)
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		if *dir, err = newRunDir(time.Now()); err != nil {
+			return err
+		}
+	} else if _, err := os.Stat(*dir); err == nil {
+		_, _ = fsutil.Clean(*dir) // what a killed run's writes left
+	}
 	res, err := study.Run(ctx, study.Options{
-		Backend: b, BackendName: backend.Resolve(bf.backend), Cases: nums, Weights: bf.weights,
+		Backend: b, BackendName: backend.Resolve(bf.backend), Cases: nums, Weights: bf.weights, Base: base, Source: src, Note: note,
 		Train: trainSet, Test: testSet, Config: cfg, Out: *dir, Resume: *resume, Log: errOut,
 		Command: strings.TrimSpace("lorafit experiment " + strings.Join(args, " ")),
 	})

@@ -278,16 +278,17 @@ func checkImageSize(n int) error {
 	return nil
 }
 
-// outDir prepares a verb's output directory: it must not hold a previous
-// run unless resuming or forced, so two runs never mix their files.
-func outDir(dir string, resume, force bool) error {
+// checkOutDir checks a verb's output directory before anything runs: it
+// must not hold a previous run unless resuming or forced, so two runs never
+// mix their files. It is created only once the run starts.
+func checkOutDir(dir string, resume, force bool) error {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case os.IsNotExist(err):
 		if resume {
 			return usageErrorf("--resume: %s does not exist", dir)
 		}
-		return os.MkdirAll(dir, 0o755)
+		return nil
 	case err != nil:
 		return err
 	case len(entries) > 0 && !resume && !force:

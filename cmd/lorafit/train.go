@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -46,10 +47,9 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 		return err
 	}
 	cfg.Resume = *resume
-	if err := outDir(*dir, *resume, *force); err != nil {
+	if err := checkOutDir(*dir, *resume, *force); err != nil {
 		return err
 	}
-	_, _ = fsutil.Clean(*dir)
 	ctx, stop := signalContext()
 	defer stop()
 	b, err := bf.newBackend()
@@ -84,6 +84,9 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(errOut, "%s\n", a.Params())
+	if _, err := os.Stat(*dir); err == nil {
+		_, _ = fsutil.Clean(*dir) // what a killed run's writes left
+	}
 	job := &study.Job{Backend: b, Base: base, Adapter: a, Train: trainSet, Test: testSet, Config: cfg, Dir: *dir, Log: errOut,
 		BaseInfo: adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}}
 	cr, err := job.Run(ctx)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -19,12 +18,13 @@ import (
 	// The CLI is built and run, not linked; importing the packages whose
 	// code it runs on these files makes go test's cache notice their
 	// changes (cmd/lorafit itself cannot be imported).
+	_ "github.com/lorafit/lorafit/adapter"
 	_ "github.com/lorafit/lorafit/checkpoint/pth"
 	_ "github.com/lorafit/lorafit/checkpoint/safetensors"
 	_ "github.com/lorafit/lorafit/classifier"
 	_ "github.com/lorafit/lorafit/data"
 	_ "github.com/lorafit/lorafit/limits"
-	_ "github.com/lorafit/lorafit/transforms"
+	_ "github.com/lorafit/lorafit/preprocess"
 	_ "github.com/lorafit/lorafit/weights"
 )
 
@@ -40,9 +40,6 @@ type hostileCase struct {
 	args []string
 	// want must appear in the error line: the file at fault.
 	want string
-	// skip, if set, says what outside the file readers must change for the
-	// case to pass; the case is reported and skipped until then.
-	skip string
 }
 
 // TestHostileFiles builds lorafit once and runs it on every file of the
@@ -163,23 +160,9 @@ func TestHostileFiles(t *testing.T) {
 			args: []string{"train", "--data", "fashion-mnist", "--data-dir", d, "--weights", "random", "--out", "run"}})
 	}
 
-	for _, c := range knownFailures {
-		found := false
-		for i := range cases {
-			if cases[i].name == c.name {
-				cases[i].skip, found = c.skip, true
-			}
-		}
-		if !found {
-			t.Errorf("known failure %q matches no case", c.name)
-		}
-	}
 	sort.Slice(cases, func(i, j int) bool { return cases[i].name < cases[j].name })
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if c.skip != "" {
-				t.Skip(c.skip)
-			}
 			t.Parallel()
 			cwd := t.TempDir()
 			code, stderr, stdout := run(t, bin, cwd, c.args...)
@@ -278,24 +261,3 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
-
-// knownFailures are cases that fail because of code outside the file
-// readers; each says what must change. Remove an entry once it passes (a
-// stale entry fails the test when its case is renamed away).
-var knownFailures = func() []hostileCase {
-	readAdapter := "classifier.ReadAdapter reads %s with os.ReadFile: it must use limits.ReadFile(path, limits.ConfigBytes), which refuses files over LORAFIT_MAX_CONFIG_BYTES and non-regular files (a FIFO blocks os.ReadFile forever)"
-	decode := "predict decodes with transforms.Decode (image.Decode, no size check): it must use limits.DecodeImage, which checks the header against LORAFIT_MAX_IMAGE_PIXELS and the file size before decoding"
-	var out []hostileCase
-	for _, verb := range []string{"inspect-adapter", "predict-adapter"} {
-		out = append(out,
-			hostileCase{name: verb + "/config_50MB", skip: fmt.Sprintf(readAdapter, "adapter_config.json")},
-			hostileCase{name: verb + "/config_is_a_fifo", skip: fmt.Sprintf(readAdapter, "adapter_config.json")},
-			hostileCase{name: verb + "/info_is_a_fifo", skip: fmt.Sprintf(readAdapter, "lorafit.json")})
-	}
-	return append(out,
-		hostileCase{name: "predict-image/100000x100000.png", skip: decode},
-		hostileCase{name: "predict-image/65535x65535.jpg", skip: decode},
-		hostileCase{name: "predict-adapter/alpha_1e308", skip: "lora.Config.Validate accepts alpha_pattern/lora_alpha 1e308 and predict prints NaN probabilities with exit 0: Validate must refuse non-finite or absurd alpha/r scaling"},
-		hostileCase{name: "predict-adapter/image_size_1e6", skip: "predict preprocesses at lorafit.json's image_size (1e6 → 12 TB) without a check: classifier.ReadAdapter (or predict) must check image_size² against limits.ImagePixels"},
-	)
-}()

@@ -1,4 +1,4 @@
-package classifier
+package adapter
 
 import (
 	"encoding/json"
@@ -9,8 +9,8 @@ import (
 	"github.com/lorafit/lorafit/internal/memcheck"
 )
 
-// FuzzInfoJSON parses lorafit.json as ReadAdapter does: no input may panic
-// or allocate out of proportion to its size, and what parses must marshal
+// FuzzInfoJSON parses lorafit.json as ReadDir does: no input may panic or
+// allocate out of proportion to its size, and what parses must marshal
 // again (lorafit copies Info into reports and new adapters).
 func FuzzInfoJSON(f *testing.F) {
 	seeds, _ := filepath.Glob("../lora/testdata/*/lorafit.json")
@@ -21,7 +21,7 @@ func FuzzInfoJSON(f *testing.F) {
 	}
 	for _, s := range []string{
 		`{"num_classes": 1e999}`, `{"mean": [1, 2]}`, `{"mean": [1, 2, 3, 4]}`, `{"class_names": [1]}`,
-		`{"metrics": {"a": [[[[[[[[[[{"b": null}]]]]]]]]]]}}`, `{"image_size": -5}`, `{"head": "weird"}`, `[]`,
+		`{"metrics": {"a": [[[[[[[[[[{"b": null}]]]]]]]]]]}}`, `{"image_size": -5}`, `{"image_size": 1000000}`, `{"preprocess": {"crop_size": 28, "std": [0, 1, 1]}}`, `{"head": "weird"}`, `[]`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -30,7 +30,7 @@ func FuzzInfoJSON(f *testing.F) {
 		var err error
 		// encoding/json builds up to ~100 bytes of values per input byte
 		// (metrics is a map of anything).
-		memcheck.Bound(t, len(b), 256, 1<<20, func() { err = json.Unmarshal(b, &info) })
+		memcheck.Bound(t, len(b), 256, 1<<20, func() { info, err = parseInfo(b) })
 		if err != nil {
 			return
 		}
