@@ -37,6 +37,9 @@ type Network interface {
 	// StageOf is the index of the stage that runs a module (a leaf or a
 	// container name); -1 if none does.
 	StageOf(module string) int
+	// ConvBNs lists every conv that a batch norm follows directly: the
+	// pairs a Base folds when both are frozen.
+	ConvBNs() []ConvBN
 	// Forward runs stages [from, to) on x. Stage 0 takes images [N,3,H,W]
 	// (NCHW, as PyTorch users pass them); the pooled features are [N,
 	// FeatureDim] and the logits [N, NumClasses]; other stages pass NHWC
@@ -44,10 +47,18 @@ type Network interface {
 	Forward(x *Node, p *Pass, from, to int) *Node
 }
 
-// Hook is called on every conv and Linear with the module's input x and
-// output y (NHWC for convs, before batch norm) and returns the output to use:
-// how LoRA is injected without the network knowing.
-type Hook func(m nn.Module, x, y *Node) *Node
+// ConvBN is a conv and the batch norm right after it.
+type ConvBN struct {
+	Conv nn.Module
+	BN   string
+}
+
+// Hook is called on every conv and Linear with the module's input x (NHWC
+// for convs) and returns what to add to the module's output (before batch
+// norm), or nil for nothing: how LoRA is injected without the network
+// knowing. A pass may fold a frozen batch norm into the conv before it, and
+// then scales the returned delta as the batch norm would have.
+type Hook func(m nn.Module, x *Node) *Node
 
 // Pass is what one forward pass reads and decides.
 type Pass struct {
@@ -94,18 +105,39 @@ func (p *Pass) BatchNorm(x *Node, name string) *Node {
 
 // Conv runs a conv module (torchvision's CNNs have no conv bias) and the hook.
 func (p *Pass) Conv(x *Node, m nn.Module) *Node {
-	y := nn.Conv2D(x, p.Weights.Get(m.Name+".weight"), m.Stride, m.Padding, m.Groups)
+	return p.hooked(m, x, nn.Conv2D(x, p.Weights.Get(m.Name+".weight"), m.Stride, m.Padding, m.Groups))
+}
+
+// hooked adds the hook's delta for module m to its output y.
+func (p *Pass) hooked(m nn.Module, x, y *Node) *Node {
 	if p.Hook != nil {
-		y = p.Hook(m, x, y)
+		if d := p.Hook(m, x); d != nil {
+			y = Add(y, d)
+		}
 	}
 	return y
 }
 
+// ConvBN runs a conv and the batch norm after it. When the pass's weights
+// hold the pair folded (Folded*: the batch norm frozen and in eval mode,
+// folded into the conv's weight and a shift, exact up to rounding), it is
+// one conv plus a shift, and the hook's delta is scaled as the batch norm
+// would have scaled it.
+func (p *Pass) ConvBN(x *Node, conv nn.Module, bn string) *Node {
+	shift, folded := p.Weights[bn+FoldedShift]
+	if !folded || (p.TrainBN != nil && p.TrainBN(bn)) {
+		return p.BatchNorm(p.Conv(x, conv), bn)
+	}
+	y := nn.Conv2D(x, p.Weights.Get(conv.Name+FoldedWeight), conv.Stride, conv.Padding, conv.Groups)
+	if p.Hook != nil {
+		if d := p.Hook(conv, x); d != nil {
+			y = Add(y, Mul(d, ExpandLeftToRank(p.Weights.Get(bn+FoldedScale), d.Rank())))
+		}
+	}
+	return Add(y, ExpandLeftToRank(shift, y.Rank()))
+}
+
 // Linear runs a Linear module (weight and bias) and the hook.
 func (p *Pass) Linear(x *Node, m nn.Module) *Node {
-	y := nn.Dense(x, p.Weights.Get(m.Name+".weight"), p.Weights.Get(m.Name+".bias"))
-	if p.Hook != nil {
-		y = p.Hook(m, x, y)
-	}
-	return y
+	return p.hooked(m, x, nn.Dense(x, p.Weights.Get(m.Name+".weight"), p.Weights.Get(m.Name+".bias")))
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -29,6 +30,49 @@ type Base struct {
 	SHA256 string
 
 	tensors map[string]*tensors.Tensor
+
+	foldOnce sync.Once
+	folded   map[string]*tensors.Tensor
+}
+
+// Keys of the folded form of a conv and its frozen batch norm: the conv's
+// weight times the batch norm's scale γ/√(var+ε) per output channel, and
+// the shift β − mean·scale (on the batch norm's name, with the scale, which
+// a LoRA delta on the conv needs).
+const (
+	FoldedWeight = ".folded_weight"
+	FoldedScale  = ".folded_scale"
+	FoldedShift  = ".folded_shift"
+)
+
+// Folded returns the base's conv and batch-norm pairs folded (see
+// FoldedWeight), computed once: inference and training with a frozen batch
+// norm then run one conv and one add instead of a conv and four
+// elementwise ops, with the same results up to float rounding.
+func (b *Base) Folded() map[string]*tensors.Tensor {
+	b.foldOnce.Do(func() {
+		b.folded = map[string]*tensors.Tensor{}
+		for _, pair := range b.Net.ConvBNs() {
+			gamma := tensors.MustCopyFlatData[float32](b.tensors[pair.BN+".weight"])
+			beta := tensors.MustCopyFlatData[float32](b.tensors[pair.BN+".bias"])
+			mean := tensors.MustCopyFlatData[float32](b.tensors[pair.BN+".running_mean"])
+			variance := tensors.MustCopyFlatData[float32](b.tensors[pair.BN+".running_var"])
+			scale, shift := make([]float32, len(gamma)), make([]float32, len(gamma))
+			for c := range gamma {
+				s := float64(gamma[c]) / math.Sqrt(float64(variance[c])+BNEps)
+				scale[c], shift[c] = float32(s), float32(float64(beta[c])-float64(mean[c])*s)
+			}
+			w := b.tensors[pair.Conv.Name+".weight"]
+			vals := tensors.MustCopyFlatData[float32](w) // [KH,KW,C/g,O]: O is the last axis
+			for i := range vals {
+				vals[i] *= scale[i%len(scale)]
+			}
+			b.folded[pair.Conv.Name+FoldedWeight] = tensors.FromFlatDataAndDimensions(vals, w.Shape().Dimensions...)
+			b.folded[pair.BN+FoldedScale] = tensors.FromFlatDataAndDimensions(scale, len(scale))
+			b.folded[pair.BN+FoldedShift] = tensors.FromFlatDataAndDimensions(shift, len(shift))
+		}
+	})
+	return b.folded
 }
 
 // Load checks sd against net's state_dict entries and converts it to graph

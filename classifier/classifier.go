@@ -57,11 +57,11 @@ func (f *Forward) Logits(x *Node, from int) *Node {
 	return y
 }
 
-// hook adds the LoRA update to a target module's output.
-func (f *Forward) hook(m nn.Module, x, y *Node) *Node {
+// hook is the LoRA update of a target module's output.
+func (f *Forward) hook(m nn.Module, x *Node) *Node {
 	t, ok := target(f.Adapter, m.Name)
 	if !ok {
-		return y
+		return nil
 	}
 	g := x.Graph()
 	if p := f.Adapter.Spec.LoRA.LoraDropout; f.Training && p > 0 {
@@ -73,9 +73,9 @@ func (f *Forward) hook(m nn.Module, x, y *Node) *Node {
 	a := f.Weights.Get(m.Name + ".lora_A.weight")
 	b := f.Weights.Get(m.Name + ".lora_B.weight")
 	if m.Type == nn.Linear {
-		return Add(y, lora.LinearDelta(x, a, b, t.Scaling))
+		return lora.LinearDelta(x, a, b, t.Scaling)
 	}
-	return Add(y, lora.ConvDelta(x, a, b, m.Stride, m.Padding, m.Groups, t.Scaling))
+	return lora.ConvDelta(x, a, b, m.Stride, m.Padding, m.Groups, t.Scaling)
 }
 
 func target(a *adapter.Adapter, module string) (lora.Target, bool) {
@@ -119,17 +119,54 @@ func (f *Feed) Bind(nodes []*Node, w nn.Weights) {
 	}
 }
 
-// BaseFeed lists the base's tensors the adapter does not replace.
+// BaseFeed lists the base's tensors a pass with adapter a reads: those the
+// adapter does not replace, with every conv and batch-norm pair that a
+// touches neither of folded (see backbone.Base.Folded). a may be nil.
 func BaseFeed(base *backbone.Base, a *adapter.Adapter) *Feed {
+	own := owned(a)
+	folded := base.Folded()
+	skip := map[string]bool{} // modules read folded
+	f := &Feed{}
+	for _, pair := range base.Net.ConvBNs() {
+		if own[pair.Conv.Name] || own[pair.BN] {
+			continue
+		}
+		skip[pair.Conv.Name], skip[pair.BN] = true, true
+		f.Add(pair.Conv.Name+backbone.FoldedWeight, folded[pair.Conv.Name+backbone.FoldedWeight])
+		f.Add(pair.BN+backbone.FoldedScale, folded[pair.BN+backbone.FoldedScale])
+		f.Add(pair.BN+backbone.FoldedShift, folded[pair.BN+backbone.FoldedShift])
+	}
+	for _, p := range base.Net.Params() {
+		if !own[p.Module] && !skip[p.Module] {
+			f.Add(p.Name, base.Tensor(p.Name))
+		}
+	}
+	return f
+}
+
+// owned lists the modules whose tensors the adapter has its own copies of
+// (modules_to_save). A LoRA target is not owned: the base's weight is read,
+// and its delta added.
+func owned(a *adapter.Adapter) map[string]bool {
 	own := map[string]bool{}
 	if a != nil {
 		for _, e := range a.Entries() {
-			own[e.Key] = true
+			if e.Kind != "lora" {
+				own[e.Module] = true
+			}
 		}
 	}
+	return own
+}
+
+// UnfoldedFeed lists every base tensor the adapter does not replace, as
+// the checkpoint holds them: for tests that need gradients or values with
+// respect to the base's own weights.
+func UnfoldedFeed(base *backbone.Base, a *adapter.Adapter) *Feed {
+	own := owned(a)
 	f := &Feed{}
 	for _, p := range base.Net.Params() {
-		if !own[p.Name] {
+		if !own[p.Module] {
 			f.Add(p.Name, base.Tensor(p.Name))
 		}
 	}

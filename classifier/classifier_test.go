@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/lorafit/lorafit/adapter"
@@ -17,6 +18,7 @@ import (
 	"github.com/lorafit/lorafit/checkpoint/pth"
 	"github.com/lorafit/lorafit/internal/testutil"
 	"github.com/lorafit/lorafit/lora"
+	"github.com/lorafit/lorafit/nn"
 	"github.com/lorafit/lorafit/preprocess"
 	"github.com/lorafit/lorafit/resnet"
 )
@@ -257,5 +259,34 @@ func TestAdapterErrors(t *testing.T) {
 	}
 	if _, err := adapter.ReadDir(dir); err == nil || !strings.Contains(err.Error(), adapter.ConfigFile) {
 		t.Fatalf("missing config: got %v", err)
+	}
+}
+
+// TestFoldedBatchNorm: folding frozen batch norms into their convs (what
+// every pass does) computes what conv then batch norm computes, LoRA deltas
+// on folded convs included, within float rounding.
+func TestFoldedBatchNorm(t *testing.T) {
+	base := loadBase(t, testutil.ResNet50W4)
+	a := newAdapter(t, base, narrowCase2(), 6)
+	x := input(3)
+	for _, ad := range []*adapter.Adapter{nil, a} {
+		frozen, own := UnfoldedFeed(base, ad), AdapterFeed(ad, nil)
+		exec, err := NewExec(testutil.Backend(), func(inputs []*Node) *Node {
+			w := nn.Weights{}
+			frozen.Bind(inputs[1:1+len(frozen.Keys)], w)
+			own.Bind(inputs[1+len(frozen.Keys):], w)
+			return (&Forward{Net: base.Net, Adapter: ad, Weights: w}).Logits(inputs[0], 0)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Call(append(append([]any{x}, frozen.Args()...), own.Args()...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(BaseFeed(base, ad).Keys); n >= len(frozen.Keys) {
+			t.Fatalf("the folded feed has %d tensors, the unfolded %d: nothing was folded", n, len(frozen.Keys))
+		}
+		testutil.AssertClose(t, "folded vs unfolded logits", logits(t, base, ad, x), tensors.MustCopyFlatData[float32](out[0]), 1e-5)
 	}
 }

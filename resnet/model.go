@@ -92,8 +92,19 @@ func (n *Net) Forward(x *Node, p *backbone.Pass, from, to int) *Node {
 	return x
 }
 
+// ConvBNs lists the stem's and every block's conv and batch-norm pairs.
+func (n *Net) ConvBNs() []backbone.ConvBN {
+	pairs := []backbone.ConvBN{{Conv: n.stem.conv, BN: n.stem.bn.Name}}
+	for _, b := range n.blocks {
+		for _, cb := range append(b.main, b.shortcut...) {
+			pairs = append(pairs, backbone.ConvBN{Conv: cb.conv, BN: cb.bn.Name})
+		}
+	}
+	return pairs
+}
+
 func (cb convBN) run(x *Node, p *backbone.Pass) *Node {
-	y := p.BatchNorm(p.Conv(x, cb.conv), cb.bn.Name)
+	y := p.ConvBN(x, cb.conv, cb.bn.Name)
 	if cb.relu {
 		y = nn.ReLU(y)
 	}

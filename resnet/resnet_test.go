@@ -52,7 +52,7 @@ func loadFixture(t *testing.T, name string) (*checkpoint.StateDict, *fixture) {
 // input and the named weights, with every base weight fed as a parameter.
 func gradExec(t *testing.T, base *backbone.Base, keys []string) func(x, r *tensors.Tensor) []*tensors.Tensor {
 	t.Helper()
-	feed := classifier.BaseFeed(base, nil)
+	feed := classifier.UnfoldedFeed(base, nil)
 	exec, err := NewExec(testutil.Backend(), func(inputs []*Node) []*Node {
 		x, r := inputs[0], inputs[1]
 		w := nn.Weights{}
