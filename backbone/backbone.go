@@ -105,7 +105,7 @@ func (p *Pass) BatchNorm(x *Node, name string) *Node {
 
 // Conv runs a conv module (torchvision's CNNs have no conv bias) and the hook.
 func (p *Pass) Conv(x *Node, m nn.Module) *Node {
-	return p.hooked(m, x, nn.Conv2D(x, p.Weights.Get(m.Name+".weight"), m.Stride, m.Padding, m.Groups))
+	return p.hooked(m, x, nn.Conv2D(x, p.Weights.Get(m.Name+".weight"), m.Kernel, m.Stride, m.Padding, m.Groups))
 }
 
 // hooked adds the hook's delta for module m to its output y.
@@ -128,7 +128,7 @@ func (p *Pass) ConvBN(x *Node, conv nn.Module, bn string) *Node {
 	if !folded || (p.TrainBN != nil && p.TrainBN(bn)) {
 		return p.BatchNorm(p.Conv(x, conv), bn)
 	}
-	y := nn.Conv2D(x, p.Weights.Get(conv.Name+FoldedWeight), conv.Stride, conv.Padding, conv.Groups)
+	y := nn.Conv2D(x, p.Weights.Get(conv.Name+FoldedWeight), conv.Kernel, conv.Stride, conv.Padding, conv.Groups)
 	if p.Hook != nil {
 		if d := p.Hook(conv, x); d != nil {
 			y = Add(y, Mul(d, ExpandLeftToRank(p.Weights.Get(bn+FoldedScale), d.Rank())))

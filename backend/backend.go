@@ -7,8 +7,10 @@ package backend
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/gomlx/compute"
 	_ "github.com/gomlx/compute/gobackend" // registers "go"
@@ -29,9 +31,59 @@ func Resolve(flag string) string {
 	return Default
 }
 
+// tuned is the configuration "go" stands for: every execution runs its ops
+// one after another on one worker, and callers run one execution per core
+// on parts of a batch (see Shards). The Go backend's own default keeps
+// about one of two cores busy: its parallel executor holds the worker pool
+// that each matmul would fan out on. One single-threaded execution per core
+// keeps every core busy, elementwise ops and packing included.
+const tuned = "go:ops_sequential,parallelism=1"
+
+var (
+	mu      sync.Mutex
+	sharded = map[compute.Backend]int{}
+)
+
+// Shards is how many parts callers should split a batch into and run at
+// once on b: one per core for the tuned Go backend, 1 for any other (XLA
+// runs one execution across a whole device).
+func Shards(b compute.Backend) int {
+	mu.Lock()
+	defer mu.Unlock()
+	return max(sharded[b], 1)
+}
+
 // New creates the backend named by config ("go", "xla:cpu", "xla:cuda", …),
-// with an error, not a panic, when that backend is not compiled in.
+// with an error, not a panic, when that backend is not compiled in. "go" is
+// lorafit's tuned configuration of the pure-Go backend (see Shards); "go:"
+// followed by GoMLX options is the backend configured as given.
 func New(config string) (b compute.Backend, err error) {
+	if config == "go" {
+		b, err := quietNew(tuned)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		sharded[b] = runtime.GOMAXPROCS(0)
+		mu.Unlock()
+		return b, nil
+	}
+	return quietNew(config)
+}
+
+// quietNew creates a backend with stdout muted: the Go backend prints its
+// parallelism there when configured, and stdout is lorafit's data channel
+// (predict --json). Backends are created at start-up, before any output.
+func quietNew(config string) (compute.Backend, error) {
+	if devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0); err == nil {
+		stdout := os.Stdout
+		os.Stdout = devNull
+		defer func() { os.Stdout = stdout; devNull.Close() }()
+	}
+	return create(config)
+}
+
+func create(config string) (b compute.Backend, err error) {
 	name, _, _ := strings.Cut(config, ":")
 	known := compute.List()
 	if !slices.Contains(known, name) {

@@ -75,7 +75,7 @@ func (f *Forward) hook(m nn.Module, x *Node) *Node {
 	if m.Type == nn.Linear {
 		return lora.LinearDelta(x, a, b, t.Scaling)
 	}
-	return lora.ConvDelta(x, a, b, m.Stride, m.Padding, m.Groups, t.Scaling)
+	return lora.ConvDelta(x, a, b, m.Kernel, m.Stride, m.Padding, m.Groups, t.Scaling)
 }
 
 func target(a *adapter.Adapter, module string) (lora.Target, bool) {
@@ -107,6 +107,19 @@ func (f *Feed) Args() []any {
 		args[i] = v
 	}
 	return args
+}
+
+// Materialize moves tensors to b's device before executions that run at
+// once read them: GoMLX checks a tensor's validity without its lock, so two
+// executions that both move the same host tensor can see it half-moved and
+// fail.
+func Materialize(b compute.Backend, ts []*tensors.Tensor) error {
+	for _, t := range ts {
+		if err := t.MaterializeOnDevice(b, true, 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Bind records nodes (the graph's parameters, in the feed's order) in w.
@@ -197,5 +210,6 @@ func BakeBase(b compute.Backend) bool { return b.Capabilities().PreferConstantsF
 func (f *Feed) Consts(g *Graph, w nn.Weights) {
 	for i, k := range f.Keys {
 		w[k] = ConstTensor(g, f.Values[i])
+		nn.SetConst(w[k], f.Values[i])
 	}
 }

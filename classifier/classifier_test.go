@@ -290,3 +290,30 @@ func TestFoldedBatchNorm(t *testing.T) {
 		testutil.AssertClose(t, "folded vs unfolded logits", logits(t, base, ad, x), tensors.MustCopyFlatData[float32](out[0]), 1e-5)
 	}
 }
+
+// TestPredictorParts: a batch run as parts at once (padded to one compiled
+// size) gives the logits of running it whole.
+func TestPredictorParts(t *testing.T) {
+	base := loadBase(t, testutil.ResNet50W4)
+	a := newAdapter(t, base, narrowCase2(), 2)
+	rng := rand.New(rand.NewPCG(9, 9))
+	v := make([]float32, 5*3*28*28)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	x := tensors.FromFlatDataAndDimensions(v, 5, 3, 28, 28)
+	whole := NewPredictor(testutil.Backend(), base, a)
+	whole.shards = 1
+	parts := NewPredictor(testutil.Backend(), base, a)
+	parts.shards = 2 // parts of 3: the second is padded
+	testutil.AssertClose(t, "parts vs whole", logits2(t, parts, x), logits2(t, whole, x), 1e-6)
+}
+
+func logits2(t *testing.T, p *Predictor, x *tensors.Tensor) []float32 {
+	t.Helper()
+	out, err := p.Logits(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tensors.MustCopyFlatData[float32](out)
+}

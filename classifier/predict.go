@@ -10,17 +10,21 @@ import (
 
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/nn"
 )
 
 // Predictor computes the logits of a base with an adapter (or the base
-// alone) in inference mode. It compiles one graph per batch size and is
-// safe for concurrent use.
+// alone) in inference mode. A batch runs as parts executed at once, one per
+// core (see backend.Shards), each of a bounded number of pixels so memory
+// stays flat at large input sizes. It compiles one graph per part size and
+// is safe for concurrent use.
 type Predictor struct {
 	Base    *backbone.Base
 	Adapter *adapter.Adapter // nil: the base's own classes
 
 	backend compute.Backend
+	shards  int
 	bake    bool
 	base    *Feed // parameters, unless baked in as constants
 	own     *Feed
@@ -29,9 +33,14 @@ type Predictor struct {
 	err     error
 }
 
+// MaxPartPixels bounds the input pixels of one execution: 64 MNIST digits
+// at 224×224 would need gigabytes of activations at once, 4 images do not.
+const MaxPartPixels = 4 * 224 * 224
+
 // NewPredictor prepares inference of base with a (nil for the base alone).
 func NewPredictor(b compute.Backend, base *backbone.Base, a *adapter.Adapter) *Predictor {
-	return &Predictor{Base: base, Adapter: a, backend: b, bake: BakeBase(b), base: BaseFeed(base, a), own: AdapterFeed(a, nil)}
+	return &Predictor{Base: base, Adapter: a, backend: b, shards: backend.Shards(b), bake: BakeBase(b),
+		base: BaseFeed(base, a), own: AdapterFeed(a, nil)}
 }
 
 // NumClasses is the width of the logits.
@@ -63,6 +72,63 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
+	dims := x.Shape().Dimensions
+	if len(dims) != 4 || dims[1] != 3 {
+		return nil, fmt.Errorf("inference: input must be [N,3,H,W], got %v", dims)
+	}
+	n, per := dims[0], dims[1]*dims[2]*dims[3]
+	part := partSize(n, p.shards, dims[2]*dims[3])
+	if part >= n {
+		return p.run(x)
+	}
+	shared := p.own.Values
+	if !p.bake {
+		shared = append(append([]*tensors.Tensor(nil), shared...), p.base.Values...)
+	}
+	if err := Materialize(p.backend, shared); err != nil {
+		return nil, err
+	}
+	flat := tensors.MustCopyFlatData[float32](x)
+	c := p.NumClasses()
+	out := make([]float32, n*c)
+	parts := (n + part - 1) / part
+	errs := make([]error, parts)
+	sem := make(chan struct{}, p.shards)
+	var wg sync.WaitGroup
+	for i := range parts {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			lo, hi := i*part, min((i+1)*part, n)
+			in := make([]float32, part*per) // the last part is padded: one compiled shape
+			copy(in, flat[lo*per:hi*per])
+			y, err := p.run(tensors.FromFlatDataAndDimensions(in, part, dims[1], dims[2], dims[3]))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			copy(out[lo*c:hi*c], tensors.MustCopyFlatData[float32](y)[:(hi-lo)*c])
+			y.FinalizeAll()
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return tensors.FromFlatDataAndDimensions(out, n, c), nil
+}
+
+// partSize splits n images of the given pixels among shards parts, each
+// within MaxPartPixels.
+func partSize(n, shards, pixels int) int {
+	part := (n + shards - 1) / shards
+	return max(1, min(part, MaxPartPixels/pixels))
+}
+
+// run executes one part.
+func (p *Predictor) run(x *tensors.Tensor) (*tensors.Tensor, error) {
 	args := []any{x}
 	if !p.bake {
 		args = append(args, p.base.Args()...)

@@ -12,9 +12,9 @@ import (
 // ConvDelta is scaling·B(A(x)) for a Conv2d target, as PEFT builds it: A is
 // an ordinary conv with the base conv's kernel, stride and padding (in→r),
 // B a 1×1 conv (r→out) with the base conv's groups. x is [N,H,W,C]; a is
-// [K,K,C,r] and b is [r/groups,O] (matmul layout).
-func ConvDelta(x, a, b *Node, stride, padding, groups int, scaling float64) *Node {
-	h := nn.Conv2D(x, a, stride, padding, 1)
+// [k·k·C,r] and b is [r/groups,O] (matmul layout).
+func ConvDelta(x, a, b *Node, k, stride, padding, groups int, scaling float64) *Node {
+	h := nn.Conv2D(x, a, k, stride, padding, 1)
 	d := h.Shape().Dimensions
 	m, r, o := d[0]*d[1]*d[2], d[3], b.Shape().Dimensions[1]
 	var y *Node

@@ -1,14 +1,14 @@
 package nn
 
-// Layout says how a PyTorch tensor is kept in a GoMLX Store: conv weights as
-// [K,K,C,O] and linear weights as [in,out] (matmul layout, so no transpose
-// runs per step); everything else as is. Conversions happen once, when
-// weights are loaded or saved.
+// Layout says how a PyTorch tensor is kept for graphs: conv weights as
+// [K·K·C, O] and linear weights as [in,out] (matmul layout, so no transpose
+// or reshape runs per step); everything else as is. Conversions happen once,
+// when weights are loaded or saved.
 type Layout int
 
 const (
 	Plain        Layout = iota
-	ConvLayout          // [O,C,K,K] ↔ [K,K,C,O]
+	ConvLayout          // [O,C,K,K] ↔ [K·K·C,O]
 	LinearLayout        // [out,in] ↔ [in,out]; also LoRA's 1×1-conv B, [O,r,1,1] ↔ [r,O]
 )
 
@@ -17,7 +17,7 @@ const (
 func (l Layout) ToStore(v []float32, s []int) ([]float32, []int) {
 	switch l {
 	case ConvLayout:
-		return ConvWeightFromTorch(v, s[0], s[1], s[2], s[3]), []int{s[2], s[3], s[1], s[0]}
+		return ConvWeightFromTorch(v, s[0], s[1], s[2], s[3]), []int{s[2] * s[3] * s[1], s[0]}
 	case LinearLayout:
 		in := len(v) / s[0]
 		return TransposeMatrix(v, s[0], in), []int{in, s[0]}
@@ -40,7 +40,7 @@ func (l Layout) ToTorch(v []float32, s []int) []float32 {
 func (l Layout) StoreShape(s []int) []int {
 	switch l {
 	case ConvLayout:
-		return []int{s[2], s[3], s[1], s[0]}
+		return []int{s[2] * s[3] * s[1], s[0]}
 	case LinearLayout:
 		in := 1
 		for _, d := range s[1:] {

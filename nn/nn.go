@@ -52,59 +52,126 @@ func (m Module) WeightShape() []int {
 	return []int{m.Out}
 }
 
-// Conv2D computes a 2-D convolution of x [N,H,W,C] with w [KH,KW,C/groups,O]
-// (stride and zero padding equal on both spatial axes), returning [N,Ho,Wo,O].
-// With groups > 1 (ResNeXt's 3×3 convs), input and output channels split
-// into that many groups, each convolved on its own, as torch.nn.Conv2d's
-// groups does; output channel o belongs to group o/(O/groups).
+// Conv2D computes a 2-D convolution of x [N,H,W,C] with a k×k kernel w in
+// matmul layout [k·k·C/groups, O] (rows tap by tap, then channel: see
+// ConvWeightFromTorch), stride and zero padding equal on both spatial axes,
+// returning [N,Ho,Wo,O]. With groups > 1 (ResNeXt's 3×3 convs), input and
+// output channels split into that many groups, each convolved on its own,
+// as torch.nn.Conv2d's groups does; output channel o belongs to group
+// o/(O/groups).
 //
 // Taps whose every input row or column falls in the padding are skipped: at
 // 28×28 inputs ResNet's layer4 runs on 1×1 maps, where a padded 3×3 conv only
 // ever multiplies its centre tap. Skipping them is exact.
-func Conv2D(x, w *Node, stride, padding, groups int) *Node {
+//
+// No operand of the matmuls is reshaped or transposed at run time (the Go
+// backend copies a reshaped buffer that another op still reads, as the
+// residual path reads x): a 1×1 conv contracts x's channel axis directly,
+// and work on a weight baked in as a constant (SetConst) is done once, when
+// the graph is built.
+func Conv2D(x, w *Node, k, stride, padding, groups int) *Node {
 	xd, wd := x.Shape().Dimensions, w.Shape().Dimensions
 	groups = max(groups, 1)
-	if len(xd) != 4 || len(wd) != 4 || xd[3] != wd[2]*groups || wd[3]%groups != 0 {
-		panic(fmt.Errorf("nn.Conv2D: input %v and weight %v do not fit with %d groups (want [N,H,W,C] and [KH,KW,C/groups,O])", xd, wd, groups))
+	if len(xd) != 4 || len(wd) != 2 || xd[3]%groups != 0 || wd[0] != k*k*xd[3]/groups || wd[1]%groups != 0 {
+		panic(fmt.Errorf("nn.Conv2D: input %v and weight %v do not fit a %dx%d kernel with %d groups (want [N,H,W,C] and [%d·C/groups,O])", xd, wd, k, k, groups, k*k))
 	}
 	n, h, wi, c := xd[0], xd[1], xd[2], xd[3]
-	kh, kw, o := wd[0], wd[1], wd[3]
-	ho := (h+2*padding-kh)/stride + 1
-	wo := (wi+2*padding-kw)/stride + 1
+	o := wd[1]
+	ho := (h+2*padding-k)/stride + 1
+	wo := (wi+2*padding-k)/stride + 1
 	if ho <= 0 || wo <= 0 {
-		panic(fmt.Errorf("nn.Conv2D: input %dx%d is too small for a %dx%d kernel with stride %d and padding %d", h, wi, kh, kw, stride, padding))
+		panic(fmt.Errorf("nn.Conv2D: input %dx%d is too small for a %dx%d kernel with stride %d and padding %d", h, wi, k, k, stride, padding))
 	}
-	rows := liveTaps(kh, h, ho, stride, padding)
-	cols := liveTaps(kw, wi, wo, stride, padding)
+	rows := liveTaps(k, h, ho, stride, padding)
+	cols := liveTaps(k, wi, wo, stride, padding)
+	if k == 1 && stride == 1 && padding == 0 && groups == 1 {
+		return DotGeneral(x, []int{3}, nil, w, []int{0}, nil)
+	}
+	cg := c / groups
+	if len(rows) != k || len(cols) != k {
+		w = liveWeights(w, k, cg, rows, cols)
+	}
 	x = padHW(x, padding, ScalarZero(x.Graph(), x.DType()))
-	cols2d := im2col(x, rows, cols, stride, ho, wo)
-	// Patches are laid out tap by tap, (i, j, c): exactly the order of w's
-	// [KH,KW,C,O] layout, so with every tap live w is used as is, unsliced.
-	w2d := w
-	if len(rows) != kh || len(cols) != kw {
-		var weights []*Node
-		for _, i := range rows {
-			for _, j := range cols {
-				weights = append(weights, Slice(w, AxisElem(i), AxisElem(j), AxisRange(), AxisRange()))
-			}
-		}
-		w2d = weights[0]
-		if len(weights) > 1 {
-			w2d = Concatenate(weights, 2)
-		}
-	}
-	taps := len(rows) * len(cols)
+	taps, m := len(rows)*len(cols), n*ho*wo
+	patches := im2col(x, rows, cols, stride, ho, wo) // [M, taps·C], tap by tap as w's rows
 	if groups == 1 {
-		y := MatMul(cols2d, Reshape(w2d, taps*c, o))
-		return Reshape(y, n, ho, wo, o)
+		return Reshape(MatMul(patches, w), n, ho, wo, o)
 	}
 	// One matmul per group, batched: patches [G, M, taps·C/G] times weights
 	// [G, taps·C/G, O/G].
-	cg, og, m := c/groups, o/groups, n*ho*wo
-	p := Reshape(TransposeAllAxes(Reshape(cols2d, m, taps, groups, cg), 2, 0, 1, 3), groups, m, taps*cg)
-	wg := Reshape(TransposeAllAxes(Reshape(w2d, taps, cg, groups, og), 2, 0, 1, 3), groups, taps*cg, og)
-	y := Einsum("gmk,gko->mgo", p, wg)
+	og := o / groups
+	p := Reshape(TransposeAllAxes(Reshape(patches, m, taps, groups, cg), 2, 0, 1, 3), groups, m, taps*cg)
+	y := Einsum("gmk,gko->mgo", p, groupedWeights(w, taps, cg, groups, og))
 	return Reshape(y, n, ho, wo, o)
+}
+
+// liveWeights keeps the rows of w [k·k·cg, O] of the live taps (rows ×
+// cols of the kernel, each a contiguous range).
+func liveWeights(w *Node, k, cg int, rows, cols []int) *Node {
+	o := w.Shape().Dimensions[1]
+	if t := constValue(w); t != nil {
+		src := tensors.MustCopyFlatData[float32](t)
+		dst := make([]float32, 0, len(rows)*len(cols)*cg*o)
+		for _, i := range rows {
+			lo := (i*k + cols[0]) * cg * o
+			dst = append(dst, src[lo:lo+len(cols)*cg*o]...)
+		}
+		return constant(w.Graph(), tensors.FromFlatDataAndDimensions(dst, len(rows)*len(cols)*cg, o))
+	}
+	var parts []*Node
+	for _, i := range rows {
+		lo := (i*k + cols[0]) * cg
+		parts = append(parts, Slice(w, AxisRange(lo, lo+len(cols)*cg), AxisRange()))
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return Concatenate(parts, 0)
+}
+
+// groupedWeights lays w [taps·cg, groups·og] out per group: [groups,
+// taps·cg, og].
+func groupedWeights(w *Node, taps, cg, groups, og int) *Node {
+	if t := constValue(w); t != nil {
+		src := tensors.MustCopyFlatData[float32](t)
+		dst := make([]float32, len(src))
+		k := taps * cg
+		for r := range k {
+			for g := range groups {
+				copy(dst[(g*k+r)*og:(g*k+r+1)*og], src[(r*groups+g)*og:(r*groups+g+1)*og])
+			}
+		}
+		return constant(w.Graph(), tensors.FromFlatDataAndDimensions(dst, groups, k, og))
+	}
+	return Reshape(TransposeAllAxes(Reshape(w, taps*cg, groups, og), 1, 0, 2), groups, taps*cg, og)
+}
+
+// constKey keys a graph's record of the host values of its constant
+// weights.
+type constKey struct{}
+
+// SetConst records that node is the constant t: work on it that does not
+// depend on the input (slicing a conv's live taps) then happens once, when
+// the graph is built, instead of on every run.
+func SetConst(node *Node, t *tensors.Tensor) {
+	g := node.Graph()
+	m, _ := g.State(constKey{}).(map[*Node]*tensors.Tensor)
+	if m == nil {
+		m = map[*Node]*tensors.Tensor{}
+		g.AttachState(constKey{}, m)
+	}
+	m[node] = t
+}
+
+func constValue(node *Node) *tensors.Tensor {
+	m, _ := node.Graph().State(constKey{}).(map[*Node]*tensors.Tensor)
+	return m[node]
+}
+
+func constant(g *Graph, t *tensors.Tensor) *Node {
+	c := ConstTensor(g, t)
+	SetConst(c, t)
+	return c
 }
 
 // gatherMinChannels is where im2col switches from strided slices to one
@@ -117,27 +184,25 @@ const gatherMinChannels = 8
 // kernel rows and columns as a [N·Ho·Wo, taps·C] matrix, tap-major.
 func im2col(x *Node, rows, cols []int, stride, ho, wo int) *Node {
 	d := x.Shape().Dimensions
-	n, h, w, c := d[0], d[1], d[2], d[3]
+	n, c := d[0], d[3]
 	taps := len(rows) * len(cols)
-	if taps == 1 && rows[0] == 0 && cols[0] == 0 && stride == 1 && ho == h && wo == w {
-		return Reshape(x, n*h*w, c) // a 1×1 conv reads x as is
-	}
 	if c >= gatherMinChannels {
-		// Row index in x viewed as [N·H·W, C] for every (image, output pixel, tap).
-		idx := make([]int32, 0, n*ho*wo*taps)
+		// (image, row, column) in x for every (image, output pixel, tap):
+		// x is gathered as it is, never reshaped (see Conv2D).
+		idx := make([]int32, 0, 3*n*ho*wo*taps)
 		for b := range n {
 			for y := range ho {
 				for xx := range wo {
 					for _, i := range rows {
 						for _, j := range cols {
-							idx = append(idx, int32((b*h+y*stride+i)*w+xx*stride+j))
+							idx = append(idx, int32(b), int32(y*stride+i), int32(xx*stride+j))
 						}
 					}
 				}
 			}
 		}
-		indices := Const(x.Graph(), tensors.FromFlatDataAndDimensions(idx, len(idx), 1))
-		return Reshape(Gather(Reshape(x, n*h*w, c), indices), n*ho*wo, taps*c)
+		indices := Const(x.Graph(), tensors.FromFlatDataAndDimensions(idx, len(idx)/3, 3))
+		return Reshape(Gather(x, indices), n*ho*wo, taps*c)
 	}
 	var patches []*Node
 	for _, i := range rows {
@@ -257,8 +322,9 @@ func Dense(x, w, b *Node) *Node {
 	return y
 }
 
-// ConvWeightFromTorch reorders a conv weight from PyTorch's [O,C,KH,KW] to the
-// [KH,KW,C,O] matmul layout Conv2D wants. Done once at load time, not per step.
+// ConvWeightFromTorch reorders a conv weight from PyTorch's [O,C,KH,KW] to
+// the matmul layout Conv2D wants: [KH·KW·C, O], rows tap by tap (i, j),
+// then channel. Done once at load time, not per step.
 func ConvWeightFromTorch(src []float32, o, c, kh, kw int) []float32 {
 	dst := make([]float32, len(src))
 	for oi := 0; oi < o; oi++ {

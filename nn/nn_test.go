@@ -60,12 +60,12 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := max(tc.g, 1)
 			x := randTensor(rng, 2, tc.h, tc.w, tc.ci)
-			w := randTensor(rng, tc.k, tc.k, tc.ci/g, 12)
+			w := randTensor(rng, tc.k*tc.k*tc.ci/g, 12) // matmul layout [K·K·C/g, O]
 			nativeConv := func(x, w *Node) *Node {
 				pad := [][2]int{{tc.p, tc.p}, {tc.p, tc.p}}
-				return Convolve(x, w).StridePerAxis(tc.s, tc.s).PaddingPerDim(pad).FeatureGroupCount(g).Done()
+				return Convolve(x, Reshape(w, tc.k, tc.k, tc.ci/g, 12)).StridePerAxis(tc.s, tc.s).PaddingPerDim(pad).FeatureGroupCount(g).Done()
 			}
-			im2col := MustExecOnce(b, func(x, w *Node) *Node { return Conv2D(x, w, tc.s, tc.p, g) }, x, w)
+			im2col := MustExecOnce(b, func(x, w *Node) *Node { return Conv2D(x, w, tc.k, tc.s, tc.p, g) }, x, w)
 			native := MustExecOnce(b, nativeConv, x, w)
 			if !im2col.Shape().Equal(native.Shape()) {
 				t.Fatalf("shape %s, native %s", im2col.Shape(), native.Shape())
@@ -79,7 +79,7 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 					return Gradient(ReduceAllSum(Mul(conv(x, w), r)), x, w)
 				}, x, w, r)
 			}
-			mine := grads(func(x, w *Node) *Node { return Conv2D(x, w, tc.s, tc.p, g) })
+			mine := grads(func(x, w *Node) *Node { return Conv2D(x, w, tc.k, tc.s, tc.p, g) })
 			ref := grads(nativeConv)
 			assertNear(t, "d/dx", mine[0], ref[0])
 			assertNear(t, "d/dw", mine[1], ref[1])

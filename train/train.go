@@ -16,6 +16,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/classifier"
 	"github.com/lorafit/lorafit/nn"
 	"github.com/lorafit/lorafit/preprocess"
@@ -58,6 +60,12 @@ type Config struct {
 	Preprocess     preprocess.Preprocess
 	Augment        bool
 	LimitSteps     int // stop after this many steps in total (tests); 0: no limit
+	// Shards is how many parts each batch is split into, run at once (one
+	// per core on lorafit's Go backend): the gradients of the parts add up
+	// to the batch's, exactly up to float rounding. 0 means backend.Shards;
+	// an adapter whose batch norms train needs the whole batch's statistics
+	// and runs as one part. With lora_dropout, masks are drawn per part.
+	Shards int
 
 	Checkpoint string // file written at each epoch end and on interruption; "" for none
 	Resume     bool   // continue from Checkpoint if it exists
@@ -101,6 +109,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("label smoothing %v: want [0, 1)", c.LabelSmoothing)
 	case c.LimitSteps < 0:
 		return fmt.Errorf("step limit %d: want 0 (none) or more", c.LimitSteps)
+	case c.Shards < 0 || c.Shards > c.Batch:
+		return fmt.Errorf("shards %d: want 0 (one per core) to the batch size %d", c.Shards, c.Batch)
 	}
 	return c.Preprocess.Validate()
 }
@@ -132,8 +142,10 @@ type Trainer struct {
 	slots   map[string][]*tensors.Tensor
 	bake    bool
 	frozen  *classifier.Feed // base tensors fed as parameters (unless baked)
-	exec    *Exec
-	step    int // optimizer steps done
+	shards  int
+	grads   *Exec // one part of a batch: loss and gradient sums
+	apply   *Exec // the optimizer step from the parts' gradient sums
+	step    int   // optimizer steps done
 
 	// Carried through checkpoints, so a resumed run reports the whole run.
 	history []report.Point
@@ -165,9 +177,21 @@ func New(b compute.Backend, base *backbone.Base, a *adapter.Adapter, cfg Config)
 		return nil, fmt.Errorf("nothing to train: the adapter has no trainable tensors")
 	}
 	t.frozen = classifier.BaseFeed(base, a)
+	t.shards = cfg.Shards
+	if t.shards == 0 {
+		t.shards = min(backend.Shards(b), cfg.Batch)
+	}
+	if len(t.buffers) > 0 {
+		if cfg.Shards > 1 {
+			return nil, fmt.Errorf("shards %d: the adapter's own batch norms train on the whole batch's statistics; use 1", cfg.Shards)
+		}
+		t.shards = 1
+	}
 	var err error
-	t.exec, err = NewExec(b, t.stepGraph)
-	if err != nil {
+	if t.grads, err = NewExec(b, t.gradGraph); err != nil {
+		return nil, err
+	}
+	if t.apply, err = NewExec(b, t.applyGraph); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -198,16 +222,16 @@ func (t *Trainer) LR(step, total int) float64 {
 	return t.cfg.LR * 0.5 * (1 + math.Cos(math.Pi*p))
 }
 
-// stepGraph is one optimizer step: forward, loss, gradients of the
-// trainable tensors, update. Inputs: images, labels, learning rate, the
-// optimizer step number (for Adam's bias correction), a dropout RNG state,
-// then the base's tensors (unless baked in), the trainable tensors, their
-// optimizer slots and the adapter's batch-norm statistics. Outputs: loss,
-// number correct, then the new trainable tensors, slots and statistics.
-func (t *Trainer) stepGraph(inputs []*Node) []*Node {
-	x, labels, lr, stepNum, rng := inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]
+// gradGraph is the forward and backward pass of one part of a batch.
+// Inputs: images, labels, a dropout RNG state, then the base's tensors
+// (unless baked in), the trainable tensors and the adapter's batch-norm
+// statistics. Outputs: the part's summed loss, its number correct, the
+// gradients of the summed loss, and the new batch-norm statistics. Sums, not
+// means, so the parts of a batch add up to it whatever their sizes.
+func (t *Trainer) gradGraph(inputs []*Node) []*Node {
+	x, labels, rng := inputs[0], inputs[1], inputs[2]
 	g := x.Graph()
-	rest := inputs[5:]
+	rest := inputs[3:]
 	w := nn.Weights{}
 	if t.bake {
 		t.frozen.Consts(g, w)
@@ -215,10 +239,7 @@ func (t *Trainer) stepGraph(inputs []*Node) []*Node {
 		t.frozen.Bind(rest[:len(t.frozen.Keys)], w)
 		rest = rest[len(t.frozen.Keys):]
 	}
-	np, ns := len(t.params), t.numSlots()
-	params := rest[:np]
-	slots := rest[np : np+np*ns]
-	buffers := rest[np+np*ns:]
+	params, buffers := rest[:len(t.params)], rest[len(t.params):]
 	for i, k := range t.params {
 		w[k] = params[i]
 	}
@@ -227,37 +248,85 @@ func (t *Trainer) stepGraph(inputs []*Node) []*Node {
 	}
 	f := &classifier.Forward{Net: t.base.Net, Adapter: t.ad, Weights: w, Training: true, RNG: rng, Updated: nn.Weights{}}
 	logits := f.Logits(x, 0)
-	loss := CrossEntropy(logits, labels, t.cfg.LabelSmoothing)
+	loss := ReduceAllSum(crossEntropyPerSample(logits, labels, t.cfg.LabelSmoothing))
 	outs := []*Node{loss, numCorrect(logits, labels)}
-	grads := Gradient(loss, params...)
-	var newSlots []*Node
-	for i := range t.params {
-		nw, s := OptimizerStep(t.cfg, params[i], grads[i], slots[i*ns:(i+1)*ns], lr, stepNum)
-		outs = append(outs, nw)
-		newSlots = append(newSlots, s...)
-	}
-	outs = append(outs, newSlots...)
+	outs = append(outs, Gradient(loss, params...)...)
 	for _, k := range t.buffers {
 		outs = append(outs, f.Updated.Get(k))
 	}
 	return outs
 }
 
-// call runs one step and takes its outputs as the new state.
-func (t *Trainer) call(x []float32, labels []int32, lr float64, rngState *tensors.Tensor) (loss, hits float64, err error) {
-	c := t.cfg
+// applyGraph is the optimizer step. Inputs: the learning rate, the 1-based
+// step number (Adam's bias correction), the batch size, the trainable
+// tensors, their slots, then each part's gradient sums. Outputs: the new
+// trainable tensors, then their slots.
+func (t *Trainer) applyGraph(inputs []*Node) []*Node {
+	lr, stepNum, n := inputs[0], inputs[1], inputs[2]
+	np, ns := len(t.params), t.numSlots()
+	params, slots, partGrads := inputs[3:3+np], inputs[3+np:3+np+np*ns], inputs[3+np+np*ns:]
+	var outs, newSlots []*Node
+	for i := range t.params {
+		grad := partGrads[i]
+		for p := 1; p < len(partGrads)/np; p++ {
+			grad = Add(grad, partGrads[p*np+i])
+		}
+		w, s := OptimizerStep(t.cfg, params[i], Div(grad, n), slots[i*ns:(i+1)*ns], lr, stepNum)
+		outs = append(outs, w)
+		newSlots = append(newSlots, s...)
+	}
+	return append(outs, newSlots...)
+}
+
+// call runs one step — every part of the batch at once, then the
+// optimizer — and takes its outputs as the new state.
+func (t *Trainer) call(x []float32, labels []int32, lr float64, seed int64) (loss, hits float64, err error) {
 	n := len(labels)
-	side := c.Preprocess.Crop
-	args := []any{
-		tensors.FromFlatDataAndDimensions(x, n, 3, side, side),
-		tensors.FromFlatDataAndDimensions(labels, n),
-		tensors.FromScalar(float32(lr)),
-		tensors.FromScalar(float32(t.step + 1)),
-		rngState,
+	side := t.cfg.Preprocess.Crop
+	per := 3 * side * side
+	shared := append([]*tensors.Tensor(nil), t.frozen.Values...)
+	for _, k := range append(append([]string(nil), t.params...), t.buffers...) {
+		shared = append(shared, t.ad.Tensor(k))
 	}
-	if !t.bake {
-		args = append(args, t.frozen.Args()...)
+	if err := classifier.Materialize(t.backend, shared); err != nil {
+		return 0, 0, err
 	}
+	parts := make([][]*tensors.Tensor, t.shards)
+	errs := make([]error, t.shards)
+	var wg sync.WaitGroup
+	for p := range t.shards {
+		lo, hi := p*n/t.shards, (p+1)*n/t.shards
+		wg.Go(func() {
+			rng, err := RNGStateFromSeed(seed*int64(t.shards) + int64(p))
+			if err != nil {
+				errs[p] = err
+				return
+			}
+			args := []any{
+				tensors.FromFlatDataAndDimensions(x[lo*per:hi*per], hi-lo, 3, side, side),
+				tensors.FromFlatDataAndDimensions(labels[lo:hi], hi-lo),
+				rng,
+			}
+			if !t.bake {
+				args = append(args, t.frozen.Args()...)
+			}
+			for _, k := range t.params {
+				args = append(args, t.ad.Tensor(k))
+			}
+			for _, k := range t.buffers {
+				args = append(args, t.ad.Tensor(k))
+			}
+			parts[p], errs[p] = t.grads.Call(args...)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return 0, 0, fmt.Errorf("train step %d: %w", t.step, err)
+		}
+	}
+	np := len(t.params)
+	args := []any{tensors.FromScalar(float32(lr)), tensors.FromScalar(float32(t.step + 1)), tensors.FromScalar(float32(n))}
 	for _, k := range t.params {
 		args = append(args, t.ad.Tensor(k))
 	}
@@ -266,33 +335,32 @@ func (t *Trainer) call(x []float32, labels []int32, lr float64, rngState *tensor
 			args = append(args, s)
 		}
 	}
-	for _, k := range t.buffers {
-		args = append(args, t.ad.Tensor(k))
+	for _, out := range parts {
+		loss += float64(tensors.ToScalar[float32](out[0]))
+		hits += float64(tensors.ToScalar[float32](out[1]))
+		for _, g := range out[2 : 2+np] {
+			args = append(args, g)
+		}
 	}
-	out, err := t.exec.Call(args...)
+	out, err := t.apply.Call(args...)
 	if err != nil {
 		return 0, 0, fmt.Errorf("train step %d: %w", t.step, err)
 	}
-	loss = float64(tensors.ToScalar[float32](out[0]))
-	hits = float64(tensors.ToScalar[float32](out[1]))
-	out = out[2:]
 	for i, k := range t.params {
 		if err := t.ad.SetTensor(k, out[i]); err != nil {
 			return 0, 0, err
 		}
 	}
-	out = out[len(t.params):]
 	ns := t.numSlots()
 	for i, k := range t.params {
-		t.slots[k] = slices.Clone(out[i*ns : (i+1)*ns])
+		t.slots[k] = slices.Clone(out[np+i*ns : np+(i+1)*ns])
 	}
-	out = out[len(t.params)*ns:]
-	for i, k := range t.buffers {
-		if err := t.ad.SetTensor(k, out[i]); err != nil {
+	for i, k := range t.buffers { // one part when batch norms train
+		if err := t.ad.SetTensor(k, parts[0][2+np+i]); err != nil {
 			return 0, 0, err
 		}
 	}
-	return loss, hits, nil
+	return loss / float64(n), hits, nil
 }
 
 // OptimizerStep updates one weight w given its gradient, as torch.optim's
@@ -389,11 +457,7 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 			aug = rand.New(rand.NewPCG(c.Seed^0x617567, uint64(t.step)))
 		}
 		d.Fill(idx, c.Preprocess, aug, x, labels)
-		rngState, err := RNGStateFromSeed(int64(c.Seed) + int64(t.step))
-		if err != nil {
-			return nil, err
-		}
-		loss, hits, err := t.call(x, labels, t.LR(t.step, total), rngState)
+		loss, hits, err := t.call(x, labels, t.LR(t.step, total), int64(c.Seed)+int64(t.step))
 		if err != nil {
 			return nil, err
 		}

@@ -15,10 +15,11 @@ import (
 	"github.com/lorafit/lorafit/backend"
 )
 
-// Backend is the pure-Go backend, one for the whole test binary: a tensor
-// used on one backend cannot be passed to another.
+// Backend is the backend users get by default ($GOMLX_BACKEND or lorafit's
+// default), one for the whole test binary: a tensor used on one backend
+// cannot be passed to another.
 var Backend = sync.OnceValue(func() compute.Backend {
-	b, err := backend.New("go")
+	b, err := backend.New(backend.Resolve(""))
 	if err != nil {
 		panic(err)
 	}
