@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/lora"
 )
 
@@ -109,6 +111,31 @@ func withTargets(t lora.Targets, r int, alpha float64, save ...string) lora.Conf
 	c := lora.Default()
 	c.TargetModules, c.R, c.LoraAlpha, c.ModulesToSave = t, r, alpha, save
 	return c
+}
+
+// Full is full fine-tuning as an adapter: every top-level module of net in
+// modules_to_save (conv1, bn1, layer1…layer4, fc for a ResNet), so every
+// parameter trains and every batch norm runs in train mode, as
+// model.train() does; no LoRA. Merging it gives the whole fine-tuned
+// network.
+func Full(net backbone.Network) Spec {
+	c := lora.Default()
+	c.ModulesToSave = []string{}
+	for _, m := range net.Modules() {
+		top, _, _ := strings.Cut(m.Name, ".")
+		if !slices.Contains(c.ModulesToSave, top) {
+			c.ModulesToSave = append(c.ModulesToSave, top)
+		}
+	}
+	return Spec{LoRA: c, NumClasses: net.NumClasses()}
+}
+
+// IsFull tells whether s saves every top-level module of net.
+func (s Spec) IsFull(net backbone.Network) bool {
+	full := Full(net).LoRA.ModulesToSave
+	return s.LoRA.TargetModules.Empty() && len(s.LoRA.ModulesToSave) >= len(full) && !slices.ContainsFunc(full, func(m string) bool {
+		return !slices.Contains(s.LoRA.ModulesToSave, m)
+	})
 }
 
 // CaseNumbers lists the founding study's cases, in order.

@@ -181,6 +181,9 @@ func Float32ToHalf(f float32) uint16 {
 	return sign | uint16(half)
 }
 
+// BF16ToFloat32 widens a bfloat16 value (exact).
+func BF16ToFloat32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
 // Float32ToBF16 rounds to the nearest bfloat16 (ties to even), as PyTorch does.
 func Float32ToBF16(f float32) uint16 {
 	b := math.Float32bits(f)

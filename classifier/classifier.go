@@ -36,18 +36,29 @@ type Forward struct {
 
 // Logits runs stages [from, end) of the network, then the head: [N, classes].
 // from is 0 for images; a later stage takes that stage's input (a cached
-// frozen prefix's output).
+// frozen prefix's output); the number of stages runs the head alone.
 func (f *Forward) Logits(x *Node, from int) *Node {
+	return f.Stages(x, from, len(f.Net.Stages()))
+}
+
+// Stages runs stages [from, to) of the network, and the head when to is the
+// last stage's end.
+func (f *Forward) Stages(x *Node, from, to int) *Node {
 	p := &backbone.Pass{Weights: f.Weights}
 	var head []adapter.HeadLayer
 	if a := f.Adapter; a != nil {
 		p.Hook = f.hook
-		head = a.Head
+		if to == len(f.Net.Stages()) {
+			head = a.Head
+		}
 		if f.Training {
 			p.TrainBN, p.Updated = a.TrainsBatchNorm, f.Updated
 		}
 	}
-	y := f.Net.Forward(x, p, from, len(f.Net.Stages()))
+	y := x
+	if from < to {
+		y = f.Net.Forward(x, p, from, to)
+	}
 	for i, h := range head {
 		if i > 0 {
 			y = nn.ReLU(y)
@@ -76,6 +87,26 @@ func (f *Forward) hook(m nn.Module, x *Node) *Node {
 		return lora.LinearDelta(x, a, b, t.Scaling)
 	}
 	return lora.ConvDelta(x, a, b, m.Kernel, m.Stride, m.Padding, m.Groups, t.Scaling)
+}
+
+// FrozenPrefix is how many of net's stages come before anything a (nil: no
+// adapter) trains or owns: their output depends on the image alone, so it
+// can be computed once and reused (see package features). It is the number
+// of stages when only a head trains.
+func FrozenPrefix(net backbone.Network, a *adapter.Adapter) int {
+	first := len(net.Stages())
+	if a == nil {
+		return first
+	}
+	for _, m := range net.Modules() {
+		_, lora := target(a, m.Name)
+		if lora || a.IsSaved(m.Name) {
+			if s := net.StageOf(m.Name); s >= 0 {
+				first = min(first, s)
+			}
+		}
+	}
+	return first
 }
 
 func target(a *adapter.Adapter, module string) (lora.Target, bool) {

@@ -15,15 +15,16 @@ import (
 )
 
 // Predictor computes the logits of a base with an adapter (or the base
-// alone) in inference mode. A batch runs as parts executed at once, one per
-// core (see backend.Shards), each of a bounded number of pixels so memory
-// stays flat at large input sizes. It compiles one graph per part size and
-// is safe for concurrent use.
+// alone) in inference mode — or any range of its stages (NewStages). A
+// batch runs as parts executed at once, one per core (see backend.Shards),
+// each of a bounded size so memory stays flat at large input sizes. It
+// compiles one graph per part size and is safe for concurrent use.
 type Predictor struct {
 	Base    *backbone.Base
 	Adapter *adapter.Adapter // nil: the base's own classes
 
-	backend compute.Backend
+	from, to int // stages run
+	backend  compute.Backend
 	shards  int
 	bake    bool
 	base    *Feed // parameters, unless baked in as constants
@@ -33,13 +34,20 @@ type Predictor struct {
 	err     error
 }
 
-// MaxPartPixels bounds the input pixels of one execution: 64 MNIST digits
-// at 224×224 would need gigabytes of activations at once, 4 images do not.
-const MaxPartPixels = 4 * 224 * 224
+// MaxPartElements bounds the input of one execution: 64 MNIST digits at
+// 224×224 would need gigabytes of activations at once, 4 images do not.
+const MaxPartElements = 4 * 3 * 224 * 224
 
 // NewPredictor prepares inference of base with a (nil for the base alone).
 func NewPredictor(b compute.Backend, base *backbone.Base, a *adapter.Adapter) *Predictor {
-	return &Predictor{Base: base, Adapter: a, backend: b, shards: backend.Shards(b), bake: BakeBase(b),
+	return NewStages(b, base, a, 0, len(base.Net.Stages()))
+}
+
+// NewStages prepares inference of stages [from, to) of base with a, the
+// head included when to is the last stage's end: from > 0 takes a cached
+// prefix's output, to < end computes one.
+func NewStages(b compute.Backend, base *backbone.Base, a *adapter.Adapter, from, to int) *Predictor {
+	return &Predictor{Base: base, Adapter: a, from: from, to: to, backend: b, shards: backend.Shards(b), bake: BakeBase(b),
 		base: BaseFeed(base, a), own: AdapterFeed(a, nil)}
 }
 
@@ -51,7 +59,8 @@ func (p *Predictor) NumClasses() int {
 	return p.Base.Net.NumClasses()
 }
 
-// Logits runs images x [N,3,H,W] and returns [N, NumClasses].
+// Logits runs images x [N,3,H,W] (or a later stage's input, see NewStages)
+// and returns [N, NumClasses] (or the last stage's output).
 func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 	p.once.Do(func() {
 		p.exec, p.err = NewExec(p.backend, func(inputs []*Node) *Node {
@@ -66,18 +75,18 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 			}
 			p.own.Bind(rest, w)
 			f := &Forward{Net: p.Base.Net, Adapter: p.Adapter, Weights: w}
-			return f.Logits(x, 0)
+			return f.Stages(x, p.from, p.to)
 		})
 	})
 	if p.err != nil {
 		return nil, p.err
 	}
 	dims := x.Shape().Dimensions
-	if len(dims) != 4 || dims[1] != 3 {
+	if p.from == 0 && (len(dims) != 4 || dims[1] != 3) {
 		return nil, fmt.Errorf("inference: input must be [N,3,H,W], got %v", dims)
 	}
-	n, per := dims[0], dims[1]*dims[2]*dims[3]
-	part := partSize(n, p.shards, dims[2]*dims[3])
+	n, per := dims[0], x.Shape().Size()/max(dims[0], 1)
+	part := partSize(n, p.shards, per)
 	if part >= n {
 		return p.run(x)
 	}
@@ -89,8 +98,9 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 		return nil, err
 	}
 	flat := tensors.MustCopyFlatData[float32](x)
-	c := p.NumClasses()
-	out := make([]float32, n*c)
+	var out []float32
+	var outDims []int
+	var mu sync.Mutex
 	parts := (n + part - 1) / part
 	errs := make([]error, parts)
 	sem := make(chan struct{}, p.shards)
@@ -102,11 +112,18 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 			lo, hi := i*part, min((i+1)*part, n)
 			in := make([]float32, part*per) // the last part is padded: one compiled shape
 			copy(in, flat[lo*per:hi*per])
-			y, err := p.run(tensors.FromFlatDataAndDimensions(in, part, dims[1], dims[2], dims[3]))
+			y, err := p.run(tensors.FromFlatDataAndDimensions(in, append([]int{part}, dims[1:]...)...))
 			if err != nil {
 				errs[i] = err
 				return
 			}
+			yd := y.Shape().Dimensions
+			c := y.Shape().Size() / part
+			mu.Lock()
+			if out == nil {
+				out, outDims = make([]float32, n*c), append([]int{n}, yd[1:]...)
+			}
+			mu.Unlock()
 			copy(out[lo*c:hi*c], tensors.MustCopyFlatData[float32](y)[:(hi-lo)*c])
 			y.FinalizeAll()
 		})
@@ -117,14 +134,14 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 			return nil, err
 		}
 	}
-	return tensors.FromFlatDataAndDimensions(out, n, c), nil
+	return tensors.FromFlatDataAndDimensions(out, outDims...), nil
 }
 
-// partSize splits n images of the given pixels among shards parts, each
-// within MaxPartPixels.
-func partSize(n, shards, pixels int) int {
+// partSize splits n inputs of per elements each among shards parts, each
+// within MaxPartElements.
+func partSize(n, shards, per int) int {
 	part := (n + shards - 1) / shards
-	return max(1, min(part, MaxPartPixels/pixels))
+	return max(1, min(part, MaxPartElements/max(per, 1)))
 }
 
 // run executes one part.

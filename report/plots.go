@@ -66,7 +66,20 @@ func newPlot(title string) *plot.Plot {
 	return p
 }
 
-func caseName(n int) string { return fmt.Sprintf("case %d", n) }
+// FullCase is the number of the full fine-tuning reference row (every
+// parameter trained), which the founding study's four cases are compared to
+// (not 0: the zero value of a result that names no case).
+const FullCase = 5
+
+// CaseName names a case in tables and logs: "case 2", "full FT".
+func CaseName(n int) string { return caseName(n) }
+
+func caseName(n int) string {
+	if n == FullCase {
+		return "full FT"
+	}
+	return fmt.Sprintf("case %d", n)
+}
 
 // renderPNG draws plots tiled in one row onto a w×h canvas; rendering
 // panics (gonum panics on some degenerate data) come back as errors so a

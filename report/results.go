@@ -16,10 +16,24 @@ type Results struct {
 	Weights     Weights   `json:"weights"`
 	Data        Data      `json:"data"`
 	Budget      Budget    `json:"budget"`
+	// Cache says which frozen prefixes were computed once for all cases.
+	Cache *Cache `json:"cache,omitempty"`
 	// FullModelBytes is the size of the whole adapted network saved in
 	// fp32 safetensors: what sharing a model instead of an adapter costs.
 	FullModelBytes int64        `json:"full_model_bytes"`
 	Cases          []CaseResult `json:"cases"`
+}
+
+// Cache describes the frozen-prefix features computed once (package
+// features): the stages whose input was cached, their memory and the time
+// it took, and what was not cached and why.
+type Cache struct {
+	Stages  []string `json:"stages"`
+	Bytes   int64    `json:"bytes"`
+	Seconds float64  `json:"seconds"`
+	BF16    bool     `json:"bf16"`
+	Views   int      `json:"views"`
+	Note    string   `json:"note,omitempty"`
 }
 
 // Env is where the experiment ran.
@@ -76,6 +90,8 @@ type CaseResult struct {
 
 	AdapterDir   string `json:"adapter_dir"`   // relative to the output directory
 	AdapterBytes int64  `json:"adapter_bytes"` // real size of adapter_model.safetensors
+	// ModelFile is the whole fine-tuned network (full fine-tuning), if saved.
+	ModelFile string `json:"model_file,omitempty"`
 	// AdapterParts splits the adapter's tensor bytes by what they are
 	// ("lora", "fc", "head"): the founding blog's 7.9 MiB for case 2 is
 	// LoRA + fc, with the head shared separately.

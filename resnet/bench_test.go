@@ -37,6 +37,7 @@ func BenchmarkForward(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
+			m := testutil.StartMeter()
 			for range b.N {
 				out, err := p.Logits(input)
 				if err != nil {
@@ -45,6 +46,7 @@ func BenchmarkForward(b *testing.B) {
 				out.FinalizeAll()
 			}
 			b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "img/s")
+			m.Report(b)
 		})
 	}
 }

@@ -17,8 +17,10 @@ import (
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/safetensors"
 	"github.com/lorafit/lorafit/classifier"
 	"github.com/lorafit/lorafit/data"
+	"github.com/lorafit/lorafit/features"
 	"github.com/lorafit/lorafit/report"
 	"github.com/lorafit/lorafit/train"
 )
@@ -33,11 +35,17 @@ type Job struct {
 	Adapter     *adapter.Adapter
 	Train, Test *data.Dataset
 	// Config is the recipe; Checkpoint is set to Dir/checkpoint.safetensors.
+	// Config.Features may hold the training set's frozen-prefix features.
 	Config train.Config
+	// TestFeatures, if set, holds the test set's, for evaluation.
+	TestFeatures *features.Cache
 	// Dir receives Dir/adapter; the checkpoint lives there while training
 	// and is removed once the adapter is saved.
 	Dir string
-	Log io.Writer // progress and notes; nil for silence
+	// SaveModel also writes Dir/model.safetensors: the adapter merged into
+	// the base, torchvision's keys (what full fine-tuning produces).
+	SaveModel bool
+	Log       io.Writer // progress and notes; nil for silence
 }
 
 // Run trains, evaluates on the test set and saves the adapter under
@@ -67,7 +75,13 @@ func (j *Job) Run(ctx context.Context) (*report.CaseResult, error) {
 	trained := tr.Adapter()
 	cr.History, cr.TrainSeconds, cr.TrainImgPerSec = fit.History, fit.Seconds, fit.ImgPerSec
 	cr.ResumedAtStep = fit.ResumedAt
-	ev, err := train.Evaluate(ctx, classifier.NewPredictor(j.Backend, j.Base, trained), j.Test, cfg.Preprocess, cfg.Batch)
+	var test train.Data = j.Test
+	p := classifier.NewPredictor(j.Backend, j.Base, trained)
+	if f := j.TestFeatures; f != nil {
+		test = features.Cached{Cache: f, Data: j.Test}
+		p = classifier.NewStages(j.Backend, j.Base, trained, f.Stage, len(j.Base.Net.Stages()))
+	}
+	ev, err := train.Evaluate(ctx, p, test, cfg.Preprocess, cfg.Batch)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +102,17 @@ func (j *Job) Run(ctx context.Context) (*report.CaseResult, error) {
 		return nil, err
 	}
 	cr.AdapterDir, cr.AdapterBytes = adapterDir, st.Size()
+	if j.SaveModel {
+		merged, err := classifier.Merge(j.Base, trained)
+		if err != nil {
+			return nil, err
+		}
+		cr.ModelFile = filepath.Join(j.Dir, "model.safetensors")
+		meta := map[string]string{"format": "pt", "lorafit.trained_from": j.BaseInfo.Weights}
+		if err := safetensors.Save(cr.ModelFile, merged, meta); err != nil {
+			return nil, err
+		}
+	}
 	_ = os.Remove(cfg.Checkpoint) // the adapter is the result now
 	fmt.Fprintf(log, "   test accuracy %.4f, adapter %s bytes, %.0f s\n", ev.Accuracy, report.Thousands(cr.AdapterBytes), fit.Seconds)
 	return cr, nil
@@ -111,6 +136,16 @@ func AdapterParts(p adapter.ParamReport) map[string]int64 {
 func Describe(a *adapter.Adapter) string {
 	s := a.Spec
 	var parts []string
+	if s.IsFull(a.Net()) {
+		parts = append(parts, "full fine-tuning (every parameter, batch norms in train mode)")
+		if s.ReplaceFC {
+			parts = append(parts, fmt.Sprintf("fc replaced by Linear(%d→%d)", a.Net().FeatureDim(), s.NumClasses))
+		}
+		if s.Head != nil {
+			parts = append(parts, "head "+s.Head.String())
+		}
+		return strings.Join(parts, ", ")
+	}
 	if !s.LoRA.TargetModules.Empty() {
 		parts = append(parts, fmt.Sprintf("LoRA %s r=%d alpha=%g", s.LoRA.TargetModules, s.LoRA.R, s.LoRA.LoraAlpha))
 	}

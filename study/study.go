@@ -19,6 +19,7 @@ import (
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/safetensors"
 	"github.com/lorafit/lorafit/data"
+	"github.com/lorafit/lorafit/features"
 	"github.com/lorafit/lorafit/fsutil"
 	"github.com/lorafit/lorafit/report"
 	"github.com/lorafit/lorafit/train"
@@ -46,6 +47,8 @@ type Options struct {
 	Train, Test *data.Dataset
 	Config      train.Config
 	Out         string // output directory
+	// Cache computes each frozen prefix once for the cases that share it.
+	Cache CacheOptions
 	// Resume keeps finished cases found in Out and resumes the interrupted
 	// one from its checkpoint.
 	Resume  bool
@@ -98,7 +101,11 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 		}
 	}
 	if src.Random {
-		fmt.Fprintf(log, "WARNING: the backbone is randomly initialized (%s): %s. Accuracies are not comparable to the founding study's, which fine-tuned ImageNet weights.\n", src, note)
+		why := ""
+		if note != "" {
+			why = ": " + note
+		}
+		fmt.Fprintf(log, "WARNING: the backbone is randomly initialized (%s)%s. Accuracies are not comparable to the founding study's, which fine-tuned ImageNet weights.\n", src, why)
 	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
@@ -123,8 +130,24 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 		res.Title += " (random-init backbone)"
 	}
 	info := adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}
+	adapters := map[int]*adapter.Adapter{}
 	for _, n := range o.Cases {
-		cr, fullBytes, err := runCase(ctx, o, n, base, info, log)
+		spec, err := CaseSpec(n, base.Net)
+		if err != nil {
+			return nil, err
+		}
+		spec.NumClasses = o.Train.NumClasses()
+		if adapters[n], err = adapter.New(base.Net, spec); err != nil {
+			return nil, fmt.Errorf("case %d: %w", n, err)
+		}
+	}
+	shared, cacheInfo, err := buildCaches(ctx, o, base, adapters, log)
+	if err != nil {
+		return nil, err
+	}
+	res.Cache = cacheInfo
+	for _, n := range o.Cases {
+		cr, fullBytes, err := runCase(ctx, o, n, adapters[n], base, info, shared, log)
 		if err != nil {
 			return nil, fmt.Errorf("case %d: %w", n, err)
 		}
@@ -138,20 +161,26 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 	return res, nil
 }
 
+// CaseSpec is case n of the study (adapter.Case), or for report.FullCase
+// the reference every PEFT comparison has: full fine-tuning of the same
+// network, fc replaced by a new Linear for the task.
+func CaseSpec(n int, net backbone.Network) (adapter.Spec, error) {
+	if n == report.FullCase {
+		spec := adapter.Full(net)
+		spec.ReplaceFC = true
+		return spec, nil
+	}
+	return adapter.Case(n)
+}
+
 // runCase trains and evaluates one case and saves its adapter. A finished
 // case found in the output directory (with Resume) is reused.
-func runCase(ctx context.Context, o Options, n int, base *backbone.Base, info adapter.BaseInfo, log io.Writer) (*report.CaseResult, int64, error) {
+func runCase(ctx context.Context, o Options, n int, a *adapter.Adapter, base *backbone.Base, info adapter.BaseInfo, shared *caches, log io.Writer) (*report.CaseResult, int64, error) {
 	dir := filepath.Join(o.Out, fmt.Sprintf("case%d", n))
+	if n == report.FullCase {
+		dir = filepath.Join(o.Out, "full")
+	}
 	resultFile := filepath.Join(dir, "result.json")
-	spec, err := adapter.Case(n)
-	if err != nil {
-		return nil, 0, err
-	}
-	spec.NumClasses = o.Train.NumClasses()
-	a, err := adapter.New(base.Net, spec)
-	if err != nil {
-		return nil, 0, err
-	}
 	fullBytes, err := FullModelBytes(a)
 	if err != nil {
 		return nil, 0, err
@@ -172,21 +201,20 @@ func runCase(ctx context.Context, o Options, n int, base *backbone.Base, info ad
 	if _, err := os.Stat(dir); err == nil {
 		_, _ = fsutil.Clean(dir) // what a killed run's writes left
 	}
-	fmt.Fprintf(log, "\n== case %d: %s\n   %s\n", n, Describe(a), a.Params())
+	fmt.Fprintf(log, "\n== %s: %s\n   %s\n", report.CaseName(n), Describe(a), a.Params())
 	cfg := o.Config
 	cfg.Resume = o.Resume
-	job := &Job{Backend: o.Backend, Base: base, BaseInfo: info, Adapter: a, Train: o.Train, Test: o.Test, Config: cfg, Dir: dir, Log: o.Log}
+	var testF *features.Cache
+	cfg.Features, testF = shared.forCase(n)
+	job := &Job{Backend: o.Backend, Base: base, BaseInfo: info, Adapter: a, Train: o.Train, Test: o.Test, Config: cfg, Dir: dir, Log: o.Log,
+		TestFeatures: testF}
 	cr, err := job.Run(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
 	cr.Case = n
 	cr.AdapterDir = filepath.Join(filepath.Base(dir), "adapter") // relative to the report
-	raw, err := json.MarshalIndent(cr, "", "  ")
-	if err != nil {
-		return nil, 0, err
-	}
-	if err := fsutil.WriteBytes(resultFile, append(raw, '\n')); err != nil {
+	if err := fsutil.WriteJSON(resultFile, cr); err != nil {
 		return nil, 0, err
 	}
 	return cr, fullBytes, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/internal/testutil"
 	"github.com/lorafit/lorafit/preprocess"
 	"github.com/lorafit/lorafit/resnet"
 )
@@ -47,10 +48,12 @@ func BenchmarkTrainStep(b *testing.B) {
 			}
 			tr.cfg.LimitSteps = b.N + 1
 			b.ResetTimer()
+			m := testutil.StartMeter()
 			if _, err := tr.Fit(context.Background(), d); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "img/s")
+			m.Report(b)
 		})
 	}
 }
@@ -69,3 +72,5 @@ func (r *randomData) Fill(idx []int, _ preprocess.Preprocess, _ *rand.Rand, dst 
 		labels[i] = int32(rng.IntN(10))
 	}
 }
+
+func (r *randomData) Label(i int) int { return int(rand.New(rand.NewPCG(uint64(i), 2)).IntN(10)) }

@@ -27,15 +27,23 @@ type Eval struct {
 // smaller), preprocessed as pre says.
 func Evaluate(ctx context.Context, p *classifier.Predictor, d Data, pre preprocess.Preprocess, batch int) (*Eval, error) {
 	k := d.NumClasses()
-	if p.NumClasses() != k {
+	if p.NumClasses() < k {
 		return nil, fmt.Errorf("the model has %d outputs and the data %d classes", p.NumClasses(), k)
 	}
+	outputs := p.NumClasses() // more than k: a 1000-way fc trained on k classes
 	e := &Eval{N: d.Len(), Confusion: make([][]int, k), PerClass: make([]float64, k)}
 	for i := range e.Confusion {
 		e.Confusion[i] = make([]int, k)
 	}
-	side := pre.Crop
-	x := make([]float32, batch*3*side*side)
+	dims := []int{3, pre.Crop, pre.Crop}
+	if s, ok := d.(interface{ SampleDims() []int }); ok { // cached features
+		dims = s.SampleDims()
+	}
+	per := 1
+	for _, v := range dims {
+		per *= v
+	}
+	x := make([]float32, batch*per)
 	labels := make([]int32, batch)
 	idx := make([]int, 0, batch)
 	start := time.Now()
@@ -51,20 +59,22 @@ func Evaluate(ctx context.Context, p *classifier.Predictor, d Data, pre preproce
 			idx = append(idx, i)
 		}
 		n := hi - lo
-		d.Fill(idx, pre, nil, x[:n*3*side*side], labels[:n])
-		out, err := p.Logits(tensors.FromFlatDataAndDimensions(x[:n*3*side*side], n, 3, side, side))
+		d.Fill(idx, pre, nil, x[:n*per], labels[:n])
+		out, err := p.Logits(tensors.FromFlatDataAndDimensions(x[:n*per], append([]int{n}, dims...)...))
 		if err != nil {
 			return nil, err
 		}
 		logits := tensors.MustCopyFlatData[float32](out)
 		out.FinalizeAll()
 		for i := range n {
-			row := logits[i*k : (i+1)*k]
+			row := logits[i*outputs : (i+1)*outputs]
 			pred, loss := argmaxLoss(row, int(labels[i]))
 			if math.IsNaN(loss) {
 				return nil, fmt.Errorf("evaluation: image %d gives NaN logits: the adapter's weights are broken", lo+i)
 			}
-			e.Confusion[labels[i]][pred]++
+			if pred < k { // a prediction past the data's classes is wrong, and in no column
+				e.Confusion[labels[i]][pred]++
+			}
 			if pred == int(labels[i]) {
 				correct++
 			}

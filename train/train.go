@@ -28,6 +28,7 @@ import (
 	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/features"
 	"github.com/lorafit/lorafit/nn"
 	"github.com/lorafit/lorafit/preprocess"
 	"github.com/lorafit/lorafit/report"
@@ -41,6 +42,8 @@ type Data interface {
 	// Fill writes images idx into dst ([len(idx),3,p.Crop,p.Crop]) and
 	// their labels into labels; rng, when not nil, drives augmentation.
 	Fill(idx []int, p preprocess.Preprocess, rng *rand.Rand, dst []float32, labels []int32)
+	// Label is image i's class.
+	Label(i int) int
 }
 
 // Config is the training budget and recipe. Start from DefaultConfig: every
@@ -52,7 +55,7 @@ type Config struct {
 	LR             float64
 	Optimizer      string  // "adam", "adamw" or "sgd"
 	Momentum       float64 // SGD
-	WeightDecay    float64 // AdamW: decoupled; Adam/SGD: added to the gradient
+	WeightDecay    float64 // on weights, not biases or batch norms; AdamW: decoupled; Adam/SGD: added to the gradient
 	Schedule       string  // "cosine" or "constant"
 	Warmup         float64 // fraction of steps with linear warmup
 	LabelSmoothing float64
@@ -60,6 +63,12 @@ type Config struct {
 	Preprocess     preprocess.Preprocess
 	Augment        bool
 	LimitSteps     int // stop after this many steps in total (tests); 0: no limit
+	// Features, if set, holds the frozen prefix's output for every training
+	// image (see package features): steps start at its stage instead of
+	// recomputing the prefix, and epoch e reads view e mod Views. It must
+	// be of the data Fit is given, at Preprocess; with Augment it must hold
+	// augmented views.
+	Features *features.Cache
 	// Shards is how many parts each batch is split into, run at once (one
 	// per core on lorafit's Go backend): the gradients of the parts add up
 	// to the batch's, exactly up to float rounding. 0 means backend.Shards;
@@ -138,11 +147,13 @@ type Trainer struct {
 	backend compute.Backend
 
 	params  []string // trainable entries, in entry order
+	decay   []bool   // whether each takes weight decay: weights, not biases or batch norms
 	buffers []string // running statistics of the adapter's own batch norms
 	slots   map[string][]*tensors.Tensor
 	bake    bool
 	frozen  *classifier.Feed // base tensors fed as parameters (unless baked)
 	shards  int
+	from    int   // the stage steps start at (a cached prefix's end)
 	grads   *Exec // one part of a batch: loss and gradient sums
 	apply   *Exec // the optimizer step from the parts' gradient sums
 	step    int   // optimizer steps done
@@ -166,6 +177,7 @@ func New(b compute.Backend, base *backbone.Base, a *adapter.Adapter, cfg Config)
 		switch {
 		case e.Trainable():
 			t.params = append(t.params, e.Key)
+			t.decay = append(t.decay, e.Layout != nn.Plain)
 			for range t.numSlots() {
 				t.slots[e.Key] = append(t.slots[e.Key], tensors.FromShape(a.Tensor(e.Key).Shape()))
 			}
@@ -177,6 +189,15 @@ func New(b compute.Backend, base *backbone.Base, a *adapter.Adapter, cfg Config)
 		return nil, fmt.Errorf("nothing to train: the adapter has no trainable tensors")
 	}
 	t.frozen = classifier.BaseFeed(base, a)
+	if f := cfg.Features; f != nil {
+		if limit := classifier.FrozenPrefix(base.Net, a); f.Stage > limit {
+			return nil, fmt.Errorf("the feature cache ends at stage %d, but the adapter trains from stage %d (%s)", f.Stage, limit, base.Net.Stages()[limit])
+		}
+		if cfg.Augment && f.Views < cfg.Epochs {
+			return nil, fmt.Errorf("the feature cache holds %d augmented view(s) per image for %d epochs: augmentation would repeat shifts (build it with one view per epoch)", f.Views, cfg.Epochs)
+		}
+		t.from = f.Stage
+	}
 	t.shards = cfg.Shards
 	if t.shards == 0 {
 		t.shards = min(backend.Shards(b), cfg.Batch)
@@ -247,7 +268,7 @@ func (t *Trainer) gradGraph(inputs []*Node) []*Node {
 		w[k] = buffers[i]
 	}
 	f := &classifier.Forward{Net: t.base.Net, Adapter: t.ad, Weights: w, Training: true, RNG: rng, Updated: nn.Weights{}}
-	logits := f.Logits(x, 0)
+	logits := f.Logits(x, t.from)
 	loss := ReduceAllSum(crossEntropyPerSample(logits, labels, t.cfg.LabelSmoothing))
 	outs := []*Node{loss, numCorrect(logits, labels)}
 	outs = append(outs, Gradient(loss, params...)...)
@@ -271,7 +292,11 @@ func (t *Trainer) applyGraph(inputs []*Node) []*Node {
 		for p := 1; p < len(partGrads)/np; p++ {
 			grad = Add(grad, partGrads[p*np+i])
 		}
-		w, s := OptimizerStep(t.cfg, params[i], Div(grad, n), slots[i*ns:(i+1)*ns], lr, stepNum)
+		c := t.cfg
+		if !t.decay[i] {
+			c.WeightDecay = 0 // torchvision's recipe: none on biases and batch norms
+		}
+		w, s := OptimizerStep(c, params[i], Div(grad, n), slots[i*ns:(i+1)*ns], lr, stepNum)
 		outs = append(outs, w)
 		newSlots = append(newSlots, s...)
 	}
@@ -282,8 +307,8 @@ func (t *Trainer) applyGraph(inputs []*Node) []*Node {
 // optimizer — and takes its outputs as the new state.
 func (t *Trainer) call(x []float32, labels []int32, lr float64, seed int64) (loss, hits float64, err error) {
 	n := len(labels)
-	side := t.cfg.Preprocess.Crop
-	per := 3 * side * side
+	dims := t.sampleDims()
+	per := len(x) / n
 	shared := append([]*tensors.Tensor(nil), t.frozen.Values...)
 	for _, k := range append(append([]string(nil), t.params...), t.buffers...) {
 		shared = append(shared, t.ad.Tensor(k))
@@ -303,7 +328,7 @@ func (t *Trainer) call(x []float32, labels []int32, lr float64, seed int64) (los
 				return
 			}
 			args := []any{
-				tensors.FromFlatDataAndDimensions(x[lo*per:hi*per], hi-lo, 3, side, side),
+				tensors.FromFlatDataAndDimensions(x[lo*per:hi*per], append([]int{hi - lo}, dims...)...),
 				tensors.FromFlatDataAndDimensions(labels[lo:hi], hi-lo),
 				rng,
 			}
@@ -440,8 +465,11 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 		total = c.LimitSteps
 	}
 	bar := newProgress(c.Progress, total)
-	side := c.Preprocess.Crop
-	x := make([]float32, c.Batch*3*side*side)
+	per := 1
+	for _, d := range t.sampleDims() {
+		per *= d
+	}
+	x := make([]float32, c.Batch*per)
 	labels := make([]int32, c.Batch)
 	start := time.Now()
 	var steadyStart time.Time
@@ -456,7 +484,14 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 		if c.Augment {
 			aug = rand.New(rand.NewPCG(c.Seed^0x617567, uint64(t.step)))
 		}
-		d.Fill(idx, c.Preprocess, aug, x, labels)
+		if f := c.Features; f != nil {
+			f.Fill(idx, epoch, x)
+			for k, i := range idx {
+				labels[k] = int32(d.Label(i))
+			}
+		} else {
+			d.Fill(idx, c.Preprocess, aug, x, labels)
+		}
 		loss, hits, err := t.call(x, labels, t.LR(t.step, total), int64(c.Seed)+int64(t.step))
 		if err != nil {
 			return nil, err
@@ -506,6 +541,16 @@ func resumeHint(ckpt string) string {
 		return "no checkpoint was configured"
 	}
 	return "checkpoint saved to " + ckpt + "; rerun with --resume to continue"
+}
+
+// sampleDims is one training input's shape: an image, or its cached
+// features.
+func (t *Trainer) sampleDims() []int {
+	if f := t.cfg.Features; f != nil {
+		return f.Dims
+	}
+	side := t.cfg.Preprocess.Crop
+	return []int{3, side, side}
 }
 
 // permutation is the data order of an epoch: a function of seed and epoch

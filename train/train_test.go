@@ -60,6 +60,7 @@ func newSynth(n int, seed uint64) *synth {
 }
 
 func (s *synth) Len() int        { return len(s.x) }
+func (s *synth) Label(i int) int { return int(s.labels[i]) }
 func (s *synth) NumClasses() int { return 4 }
 func (s *synth) Fill(idx []int, p preprocess.Preprocess, _ *rand.Rand, dst []float32, labels []int32) {
 	n := 3 * p.Crop * p.Crop

@@ -28,11 +28,14 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	df.register(fs)
 	var rf recipeFlags
 	rf.register(fs)
-	cases := fs.String("cases", "1,2,3,4", "which cases of the founding study to run")
+	cases := fs.String("cases", "1,2,3,4", "which cases of the founding study to run, and full for the full fine-tuning reference row")
 	dir := fs.String("out", "", "output directory (default runs/<timestamp>, never an existing one)")
 	resume := fs.Bool("resume", false, "continue an interrupted run in --out: finished cases are kept, the interrupted one resumes from its checkpoint")
 	force := fs.Bool("force", false, "overwrite a previous run in --out")
 	quick := fs.Bool("quick", false, "a quick run: 2,000 training and 1,000 test images")
+	cache := fs.Bool("cache", true, "compute each frozen prefix once for every case and epoch that reads it (cases 1 and 4 share the pooled features, 2 and 3 theirs)")
+	cacheGiB := fs.Float64("cache-budget", 0, "GiB the feature caches may take (0: a quarter of memory, at most 8)")
+	cacheBF16 := fs.Bool("cache-bf16", false, "keep cached features as bfloat16: half the memory")
 	rest, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -50,6 +53,9 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	cfg, err := rf.config()
 	if err != nil {
 		return err
+	}
+	if !(*cacheGiB >= 0 && *cacheGiB < 1<<20) {
+		return usageErrorf("--cache-budget %v: want 0 (automatic) or a size in GiB", *cacheGiB)
 	}
 	if *resume && *dir == "" {
 		return usageErrorf("--resume needs the --out directory of the run to continue")
@@ -83,6 +89,7 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	res, err := study.Run(ctx, study.Options{
 		Backend: b, BackendName: backend.Resolve(bf.backend), Cases: nums, Weights: bf.weights, Base: base, Source: src, Note: note,
 		Train: trainSet, Test: testSet, Config: cfg, Out: *dir, Resume: *resume, Log: errOut,
+		Cache: study.CacheOptions{Off: !*cache, Budget: int64(*cacheGiB * (1 << 30)), BF16: *cacheBF16},
 		Command: strings.TrimSpace("lorafit experiment " + strings.Join(args, " ")),
 	})
 	if err != nil {
@@ -131,8 +138,10 @@ func parseCases(s string) ([]int, error) {
 	var nums []int
 	for _, p := range splitList(s) {
 		n, err := strconv.Atoi(p)
-		if err != nil || !slices.Contains(adapter.CaseNumbers(), n) {
-			return nil, usageErrorf("--cases %q: want a comma list of 1 to 4", s)
+		if p == "full" {
+			n, err = report.FullCase, nil
+		} else if err != nil || !slices.Contains(adapter.CaseNumbers(), n) {
+			return nil, usageErrorf("--cases %q: want a comma list of 1 to 4 and full", s)
 		}
 		if slices.Contains(nums, n) {
 			return nil, usageErrorf("--cases %q: case %d twice", s, n)

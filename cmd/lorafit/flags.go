@@ -85,7 +85,7 @@ type specFlags struct {
 	config, target, head, save string
 	rank                       int
 	alpha, dropout             float64
-	replaceFC, rslora          bool
+	replaceFC, rslora, full    bool
 	numClasses                 int
 	init                       string
 }
@@ -104,6 +104,30 @@ func (s *specFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&s.replaceFC, "replace-fc", false, "replace fc by Linear(features → num-classes)")
 	fs.IntVar(&s.numClasses, "num-classes", 0, "classes of the task (train: must agree with the data)")
 	fs.StringVar(&s.init, "init-lora-weights", "", "true (PEFT default: B=0), gaussian, or false (A and B random)")
+	fs.BoolVar(&s.full, "full", false, "full fine-tuning: every module trains (batch norms in train mode), no LoRA; with --replace-fc or --head for a new task head")
+}
+
+// fullSpec is --full's spec on net: every module saved, fc replaced or a
+// head added as --replace-fc and --head say.
+func (s *specFlags) fullSpec(net backbone.Network) (adapter.Spec, error) {
+	set := setFlags(s.fs)
+	for _, f := range []string{"case", "config", "target", "rank", "alpha", "dropout", "rslora", "save-modules", "init-lora-weights"} {
+		if set[f] {
+			return adapter.Spec{}, usageErrorf("--full trains every module without LoRA: --%s does not apply", f)
+		}
+	}
+	spec := adapter.Full(net)
+	spec.ReplaceFC = s.replaceFC
+	if set["head"] {
+		var err error
+		if spec.Head, err = adapter.ParseHead(s.head); err != nil {
+			return spec, usageErrorf("%v", err)
+		}
+		if spec.Head != nil {
+			spec.LoRA.ModulesToSave = append(spec.LoRA.ModulesToSave, "head")
+		}
+	}
+	return spec, nil
 }
 
 // resolve builds the Spec: preset or file, then the flags the user set.

@@ -71,11 +71,21 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if setFlags(fs)["num-classes"] && spec.NumClasses != classes {
 		return usageErrorf("--num-classes %d, but %s has %d classes", spec.NumClasses, trainSet.Name, classes)
 	}
-	if !spec.ReplaceFC && spec.Head == nil && base.Net.NumClasses() != classes {
+	if sf.full {
+		if spec, err = sf.fullSpec(base.Net); err != nil {
+			return err
+		}
+	}
+	fits := base.Net.NumClasses() == classes || sf.full && base.Net.NumClasses() > classes
+	if !spec.ReplaceFC && spec.Head == nil && !fits {
 		return usageErrorf("the network outputs %d classes and %s has %d: add a head (--head) or --replace-fc",
 			base.Net.NumClasses(), trainSet.Name, classes)
 	}
-	spec.NumClasses = classes
+	if !spec.ReplaceFC && spec.Head == nil && base.Net.NumClasses() > classes {
+		fmt.Fprintf(errOut, "note: fc keeps its %d outputs; %s uses the first %d\n", base.Net.NumClasses(), trainSet.Name, classes)
+	} else {
+		spec.NumClasses = classes
+	}
 	a, err := adapter.New(base.Net, spec)
 	if err != nil {
 		return err
@@ -87,7 +97,7 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if _, err := os.Stat(*dir); err == nil {
 		_, _ = fsutil.Clean(*dir) // what a killed run's writes left
 	}
-	job := &study.Job{Backend: b, Base: base, Adapter: a, Train: trainSet, Test: testSet, Config: cfg, Dir: *dir, Log: errOut,
+	job := &study.Job{Backend: b, Base: base, Adapter: a, Train: trainSet, Test: testSet, Config: cfg, Dir: *dir, Log: errOut, SaveModel: sf.full,
 		BaseInfo: adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}}
 	cr, err := job.Run(ctx)
 	if err != nil {
@@ -105,5 +115,8 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "%s: test accuracy %.4f on %d images%s; adapter %s (%s bytes)\n", strings.TrimSuffix(*dir, "/"),
 		cr.Accuracy, testSet.Len(), resumed, cr.AdapterDir, report.Thousands(cr.AdapterBytes))
+	if cr.ModelFile != "" {
+		fmt.Fprintf(out, "%s: the whole fine-tuned network, torchvision's keys: use it as --weights\n", cr.ModelFile)
+	}
 	return nil
 }

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gomlx/compute"
 
@@ -66,4 +68,33 @@ func AssertClose(t testing.TB, what string, got, want []float32, tol float64) {
 	if d := MaxRelDiff(got, want); d > tol {
 		t.Errorf("%s: differs from the reference by %.3g relative (limit %.0e)", what, d, tol)
 	}
+}
+
+// Meter measures a benchmark's CPU use: Start before the timed loop, then
+// Report adds "cpu%" (process CPU time over wall time: 200 is two busy
+// cores) and "peakMiB" (the process's peak resident memory so far).
+type Meter struct {
+	wall time.Time
+	cpu  time.Duration
+}
+
+// StartMeter starts measuring.
+func StartMeter() *Meter { return &Meter{wall: time.Now(), cpu: cpuTime()} }
+
+// Report adds the metrics to b.
+func (m *Meter) Report(b *testing.B) {
+	wall := time.Since(m.wall)
+	b.ReportMetric(100*float64(cpuTime()-m.cpu)/float64(wall), "cpu%")
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		b.ReportMetric(float64(ru.Maxrss)/1024, "peakMiB") // Linux: KiB
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

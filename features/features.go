@@ -1,0 +1,264 @@
+// Package features computes the frozen part of a network once. When an
+// adapter trains nothing in a network's first stages (see
+// classifier.FrozenPrefix), their output depends on the image alone: it is
+// computed once per image and reused on every later epoch, by every case of
+// a study that shares that prefix, and for every evaluation. Cases 1 and 4
+// of the founding study freeze the whole backbone: their pooled features
+// (8 KB an image) are shared, and their epochs after the first cost almost
+// nothing.
+//
+// Augmentation changes the image, so a cache of one view per image would
+// silently train on the same shift every epoch. Instead a cache holds
+// Views augmented views of each image — each shifted as data.Dataset.Fill
+// shifts, from a generator of (seed, image, view) — and epoch e reads view
+// e mod Views: with as many views as epochs, every epoch sees a fresh shift
+// per image, as input-space augmentation does.
+package features
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/preprocess"
+)
+
+// Data is a labelled image set (what train.Data is).
+type Data interface {
+	Len() int
+	NumClasses() int
+	Fill(idx []int, p preprocess.Preprocess, rng *rand.Rand, dst []float32, labels []int32)
+	Label(i int) int
+}
+
+// Cached serves a cache's features (view 0) with its images' labels, as a
+// data set that evaluation reads like images.
+type Cached struct {
+	Cache *Cache
+	Data  Data
+}
+
+func (c Cached) Len() int          { return c.Data.Len() }
+func (c Cached) NumClasses() int   { return c.Data.NumClasses() }
+func (c Cached) Label(i int) int   { return c.Data.Label(i) }
+func (c Cached) SampleDims() []int { return c.Cache.Dims }
+func (c Cached) Fill(idx []int, _ preprocess.Preprocess, _ *rand.Rand, dst []float32, labels []int32) {
+	c.Cache.Fill(idx, 0, dst)
+	for k, i := range idx {
+		labels[k] = int32(c.Data.Label(i))
+	}
+}
+
+// Options say how a cache is kept.
+type Options struct {
+	// Budget bounds the cache's memory in bytes; Build refuses more (see
+	// ErrOverBudget). DefaultBudget if 0.
+	Budget int64
+	// BF16 stores features as bfloat16: half the memory, 3 significant
+	// digits (what it does to accuracy is measured in README).
+	BF16 bool
+	// Views is how many augmented views of each image are kept (0 or 1: the
+	// image as it is).
+	Views int
+	// Seed drives the views' shifts.
+	Seed uint64
+	// Batch is how many images run at once while building (64 if 0).
+	Batch int
+	// Progress receives a line per tenth of the work; nil for silence.
+	Progress io.Writer
+}
+
+// DefaultBudget is a quarter of the machine's memory, at most 8 GiB.
+func DefaultBudget() int64 {
+	total := int64(8 << 30)
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+					total = kb << 10 / 4
+				}
+			}
+		}
+	}
+	return min(total, 8<<30)
+}
+
+// ErrOverBudget says a cache would not fit its budget: the caller trains
+// without it, saying so.
+type ErrOverBudget struct{ Need, Budget int64 }
+
+func (e *ErrOverBudget) Error() string {
+	return fmt.Sprintf("the feature cache would need %.2f GiB, over its budget of %.2f GiB", gib(e.Need), gib(e.Budget))
+}
+
+func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+// Cache holds, for every image of a data set, the output of a network's
+// first Stage stages.
+type Cache struct {
+	Stage int
+	Dims  []int // one image's features
+	N     int   // images
+	Views int
+	f32   []float32
+	bf16  []uint16
+}
+
+// Size is the number of values of one image's features.
+func (c *Cache) Size() int {
+	n := 1
+	for _, d := range c.Dims {
+		n *= d
+	}
+	return n
+}
+
+// Bytes is the memory the cache holds.
+func (c *Cache) Bytes() int64 { return int64(len(c.f32))*4 + int64(len(c.bf16))*2 }
+
+// Fill writes the features of images idx, view view (mod Views), into dst.
+func (c *Cache) Fill(idx []int, view int, dst []float32) {
+	per := c.Size()
+	v := view % c.Views
+	for k, i := range idx {
+		off := (i*c.Views + v) * per
+		out := dst[k*per : (k+1)*per]
+		if c.f32 != nil {
+			copy(out, c.f32[off:off+per])
+			continue
+		}
+		for j, h := range c.bf16[off : off+per] {
+			out[j] = checkpoint.BF16ToFloat32(h)
+		}
+	}
+}
+
+// Build computes stages [0, stage) of base for every image of d (Views
+// views each, shifted as d's Fill shifts when given a generator), in
+// batches run in parts on every core. stages lists several prefix lengths
+// to keep at once (one pass computes all): Build returns one cache per
+// entry, in order.
+func Build(ctx context.Context, b compute.Backend, base *backbone.Base, d Data, pre preprocess.Preprocess, stages []int, o Options) ([]*Cache, error) {
+	if o.Budget == 0 {
+		o.Budget = DefaultBudget()
+	}
+	views, batch := max(o.Views, 1), o.Batch
+	if batch == 0 {
+		batch = 64
+	}
+	// Each stage's output shape, from one image.
+	var caches []*Cache
+	var need int64
+	side := pre.Crop
+	probe := make([]float32, 3*side*side)
+	d.Fill([]int{0}, pre, nil, probe, make([]int32, 1))
+	prev := 0
+	runs := make([]*classifier.Predictor, len(stages))
+	x := tensors.FromFlatDataAndDimensions(probe, 1, 3, side, side)
+	for i, s := range stages {
+		if s <= prev && i > 0 || s <= 0 {
+			return nil, fmt.Errorf("features: stages %v must increase from 1", stages)
+		}
+		runs[i] = classifier.NewStages(b, base, nil, prev, s)
+		y, err := runs[i].Logits(x)
+		if err != nil {
+			return nil, err
+		}
+		c := &Cache{Stage: s, Dims: y.Shape().Dimensions[1:], N: d.Len(), Views: views}
+		caches = append(caches, c)
+		width := int64(4)
+		if o.BF16 {
+			width = 2
+		}
+		need += int64(c.N) * int64(views) * int64(c.Size()) * width
+		x, prev = y, s
+	}
+	if need > o.Budget {
+		return nil, &ErrOverBudget{Need: need, Budget: o.Budget}
+	}
+	for _, c := range caches {
+		if o.BF16 {
+			c.bf16 = make([]uint16, c.N*views*c.Size())
+		} else {
+			c.f32 = make([]float32, c.N*views*c.Size())
+		}
+	}
+	start := time.Now()
+	n := d.Len()
+	total := n * views
+	idx := make([]int, 0, batch)
+	img := make([]float32, batch*3*side*side)
+	labels := make([]int32, batch)
+	done, next := 0, total/10
+	for v := range views {
+		for lo := 0; lo < n; lo += batch {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("computing cached features: %w", err)
+			}
+			hi := min(lo+batch, n)
+			idx = idx[:0]
+			for i := lo; i < hi; i++ {
+				idx = append(idx, i)
+			}
+			k := hi - lo
+			per := 3 * side * side
+			for j, i := range idx {
+				var rng *rand.Rand
+				if views > 1 {
+					rng = ViewRNG(o.Seed, i, v)
+				}
+				d.Fill([]int{i}, pre, rng, img[j*per:(j+1)*per], labels[j:j+1])
+			}
+			x := tensors.FromFlatDataAndDimensions(img[:k*per], k, 3, side, side)
+			for ci, c := range caches {
+				y, err := runs[ci].Logits(x)
+				if err != nil {
+					return nil, err
+				}
+				c.store(idx, v, tensors.MustCopyFlatData[float32](y))
+				if ci > 0 {
+					x.FinalizeAll()
+				}
+				x = y
+			}
+			x.FinalizeAll()
+			done += k
+			if o.Progress != nil && done >= next {
+				fmt.Fprintf(o.Progress, "   features: %d/%d images (%.0f img/s)\n", done, total, float64(done)/time.Since(start).Seconds())
+				next += max(total/10, 1)
+			}
+		}
+	}
+	return caches, nil
+}
+
+// ViewRNG is the generator that shifts view v of image i.
+func ViewRNG(seed uint64, i, v int) *rand.Rand {
+	return rand.New(rand.NewPCG(seed^0x76696577, uint64(i)<<16|uint64(v))) // "view"
+}
+
+func (c *Cache) store(idx []int, view int, vals []float32) {
+	per := c.Size()
+	for k, i := range idx {
+		off := (i*c.Views + view) * per
+		src := vals[k*per : (k+1)*per]
+		if c.f32 != nil {
+			copy(c.f32[off:off+per], src)
+			continue
+		}
+		for j, f := range src {
+			c.bf16[off+j] = checkpoint.Float32ToBF16(f)
+		}
+	}
+}
