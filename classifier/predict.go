@@ -25,13 +25,13 @@ type Predictor struct {
 
 	from, to int // stages run
 	backend  compute.Backend
-	shards  int
-	bake    bool
-	base    *Feed // parameters, unless baked in as constants
-	own     *Feed
-	once    sync.Once
-	exec    *Exec
-	err     error
+	shards   int
+	bake     bool
+	base     *Feed // parameters, unless baked in as constants
+	own      *Feed
+	once     sync.Once
+	exec     *Exec
+	err      error
 }
 
 // MaxPartElements bounds the input of one execution: 64 MNIST digits at

@@ -469,30 +469,46 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 	for _, d := range t.sampleDims() {
 		per *= d
 	}
-	x := make([]float32, c.Batch*per)
-	labels := make([]int32, c.Batch)
+	// fill writes step's batch into x and labels. The next batch is filled
+	// while the current step runs, so its preparation is off the critical
+	// path.
+	fill := func(step int, x []float32, labels []int32) {
+		epoch, b := step/perEpoch, step%perEpoch
+		idx := permutation(n, c.Seed, epoch)[b*c.Batch : (b+1)*c.Batch]
+		if f := c.Features; f != nil {
+			f.Fill(idx, epoch, x)
+			for k, i := range idx {
+				labels[k] = int32(d.Label(i))
+			}
+			return
+		}
+		var aug *rand.Rand
+		if c.Augment {
+			aug = rand.New(rand.NewPCG(c.Seed^0x617567, uint64(step)))
+		}
+		d.Fill(idx, c.Preprocess, aug, x, labels)
+	}
+	x, nx := make([]float32, c.Batch*per), make([]float32, c.Batch*per)
+	labels, nlabels := make([]int32, c.Batch), make([]int32, c.Batch)
+	if t.step < total {
+		fill(t.step, x, labels)
+	}
 	start := time.Now()
 	var steadyStart time.Time
 	var sumLoss, sumCorrect float64
 	var sinceLast int
 	every := max(1, min(perEpoch/20, 50)) // ~20 curve points per epoch
 	for t.step < total {
-		epoch, b := t.step/perEpoch, t.step%perEpoch
-		order := permutation(n, c.Seed, epoch)
-		idx := order[b*c.Batch : (b+1)*c.Batch]
-		var aug *rand.Rand
-		if c.Augment {
-			aug = rand.New(rand.NewPCG(c.Seed^0x617567, uint64(t.step)))
-		}
-		if f := c.Features; f != nil {
-			f.Fill(idx, epoch, x)
-			for k, i := range idx {
-				labels[k] = int32(d.Label(i))
+		prefetched := make(chan struct{})
+		go func(step int) {
+			defer close(prefetched)
+			if step < total {
+				fill(step, nx, nlabels)
 			}
-		} else {
-			d.Fill(idx, c.Preprocess, aug, x, labels)
-		}
+		}(t.step + 1)
 		loss, hits, err := t.call(x, labels, t.LR(t.step, total), int64(c.Seed)+int64(t.step))
+		<-prefetched
+		x, nx, labels, nlabels = nx, x, nlabels, labels
 		if err != nil {
 			return nil, err
 		}

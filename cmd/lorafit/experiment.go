@@ -89,7 +89,7 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	res, err := study.Run(ctx, study.Options{
 		Backend: b, BackendName: backend.Resolve(bf.backend), Cases: nums, Weights: bf.weights, Base: base, Source: src, Note: note,
 		Train: trainSet, Test: testSet, Config: cfg, Out: *dir, Resume: *resume, Log: errOut,
-		Cache: study.CacheOptions{Off: !*cache, Budget: int64(*cacheGiB * (1 << 30)), BF16: *cacheBF16},
+		Cache:   study.CacheOptions{Off: !*cache, Budget: int64(*cacheGiB * (1 << 30)), BF16: *cacheBF16},
 		Command: strings.TrimSpace("lorafit experiment " + strings.Join(args, " ")),
 	})
 	if err != nil {
