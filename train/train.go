@@ -15,7 +15,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -155,7 +154,6 @@ type Trainer struct {
 	shards  int
 	from    int   // the stage steps start at (a cached prefix's end)
 	grads   *Exec // one part of a batch: loss and gradient sums
-	apply   *Exec // the optimizer step from the parts' gradient sums
 	step    int   // optimizer steps done
 
 	// Carried through checkpoints, so a resumed run reports the whole run.
@@ -178,6 +176,14 @@ func New(b compute.Backend, base *backbone.Base, a *adapter.Adapter, cfg Config)
 		case e.Trainable():
 			t.params = append(t.params, e.Key)
 			t.decay = append(t.decay, e.Layout != nn.Plain)
+			// The optimizer updates weights in place: the trainer's own copy.
+			own, err := a.Tensor(e.Key).LocalClone()
+			if err != nil {
+				return nil, err
+			}
+			if err := t.ad.SetTensor(e.Key, own); err != nil {
+				return nil, err
+			}
 			for range t.numSlots() {
 				t.slots[e.Key] = append(t.slots[e.Key], tensors.FromShape(a.Tensor(e.Key).Shape()))
 			}
@@ -210,9 +216,6 @@ func New(b compute.Backend, base *backbone.Base, a *adapter.Adapter, cfg Config)
 	}
 	var err error
 	if t.grads, err = NewExec(b, t.gradGraph); err != nil {
-		return nil, err
-	}
-	if t.apply, err = NewExec(b, t.applyGraph); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -278,31 +281,6 @@ func (t *Trainer) gradGraph(inputs []*Node) []*Node {
 	return outs
 }
 
-// applyGraph is the optimizer step. Inputs: the learning rate, the 1-based
-// step number (Adam's bias correction), the batch size, the trainable
-// tensors, their slots, then each part's gradient sums. Outputs: the new
-// trainable tensors, then their slots.
-func (t *Trainer) applyGraph(inputs []*Node) []*Node {
-	lr, stepNum, n := inputs[0], inputs[1], inputs[2]
-	np, ns := len(t.params), t.numSlots()
-	params, slots, partGrads := inputs[3:3+np], inputs[3+np:3+np+np*ns], inputs[3+np+np*ns:]
-	var outs, newSlots []*Node
-	for i := range t.params {
-		grad := partGrads[i]
-		for p := 1; p < len(partGrads)/np; p++ {
-			grad = Add(grad, partGrads[p*np+i])
-		}
-		c := t.cfg
-		if !t.decay[i] {
-			c.WeightDecay = 0 // torchvision's recipe: none on biases and batch norms
-		}
-		w, s := OptimizerStep(c, params[i], Div(grad, n), slots[i*ns:(i+1)*ns], lr, stepNum)
-		outs = append(outs, w)
-		newSlots = append(newSlots, s...)
-	}
-	return append(outs, newSlots...)
-}
-
 // call runs one step — every part of the batch at once, then the
 // optimizer — and takes its outputs as the new state.
 func (t *Trainer) call(x []float32, labels []int32, lr float64, seed int64) (loss, hits float64, err error) {
@@ -351,35 +329,22 @@ func (t *Trainer) call(x []float32, labels []int32, lr float64, seed int64) (los
 		}
 	}
 	np := len(t.params)
-	args := []any{tensors.FromScalar(float32(lr)), tensors.FromScalar(float32(t.step + 1)), tensors.FromScalar(float32(n))}
-	for _, k := range t.params {
-		args = append(args, t.ad.Tensor(k))
-	}
-	for _, k := range t.params {
+	tasks := make([]task, np)
+	for i, k := range t.params {
+		tasks[i] = task{w: mutableFlat(t.ad.Tensor(k)), decay: t.decay[i]}
 		for _, s := range t.slots[k] {
-			args = append(args, s)
+			tasks[i].slots = append(tasks[i].slots, mutableFlat(s))
 		}
 	}
 	for _, out := range parts {
 		loss += float64(tensors.ToScalar[float32](out[0]))
 		hits += float64(tensors.ToScalar[float32](out[1]))
-		for _, g := range out[2 : 2+np] {
-			args = append(args, g)
+		for i, g := range out[2 : 2+np] {
+			tasks[i].grads = append(tasks[i].grads, tensors.MustCopyFlatData[float32](g))
+			g.FinalizeAll()
 		}
 	}
-	out, err := t.apply.Call(args...)
-	if err != nil {
-		return 0, 0, fmt.Errorf("train step %d: %w", t.step, err)
-	}
-	for i, k := range t.params {
-		if err := t.ad.SetTensor(k, out[i]); err != nil {
-			return 0, 0, err
-		}
-	}
-	ns := t.numSlots()
-	for i, k := range t.params {
-		t.slots[k] = slices.Clone(out[np+i*ns : np+(i+1)*ns])
-	}
+	optimizer{t.cfg}.step(tasks, lr, t.step+1, n)
 	for i, k := range t.buffers { // one part when batch norms train
 		if err := t.ad.SetTensor(k, parts[0][2+np+i]); err != nil {
 			return 0, 0, err
@@ -388,32 +353,14 @@ func (t *Trainer) call(x []float32, labels []int32, lr float64, seed int64) (los
 	return loss / float64(n), hits, nil
 }
 
-// OptimizerStep updates one weight w given its gradient, as torch.optim's
-// Adam, AdamW and SGD do: slots are the optimizer's state for w (SGD: the
-// momentum buffer; Adam: m and v), lr the learning rate and stepNum the
-// 1-based step, for Adam's bias correction. It returns the new weight and
-// slots.
-func OptimizerStep(c Config, w, grad *Node, slots []*Node, lr, stepNum *Node) (*Node, []*Node) {
-	g := w.Graph()
-	if c.WeightDecay > 0 && c.Optimizer != "adamw" {
-		grad = Add(grad, MulScalar(w, c.WeightDecay)) // L2, as torch's weight_decay
+// mutableFlat is t's values, to update in place: the trainer owns its
+// weights and slots, and nothing else reads them while it does.
+func mutableFlat(t *tensors.Tensor) []float32 {
+	var flat []float32
+	if err := t.MutableFlatData(func(f any) { flat = f.([]float32) }); err != nil {
+		panic(err) // a tensor the trainer made itself: a bug
 	}
-	switch c.Optimizer {
-	case "sgd": // buf = μ·buf + g; w -= lr·buf
-		buf := Add(MulScalar(slots[0], c.Momentum), grad)
-		return Sub(w, Mul(buf, lr)), []*Node{buf}
-	}
-	// Adam(W) with PyTorch's defaults β=(0.9, 0.999), ε=1e-8.
-	const b1, b2, eps = 0.9, 0.999, 1e-8
-	m := Add(MulScalar(slots[0], b1), MulScalar(grad, 1-b1))
-	v := Add(MulScalar(slots[1], b2), MulScalar(Square(grad), 1-b2))
-	c1 := OneMinus(Pow(Scalar(g, dtypes.Float32, b1), stepNum))
-	c2 := OneMinus(Pow(Scalar(g, dtypes.Float32, b2), stepNum))
-	update := Mul(Div(Div(m, c1), AddScalar(Sqrt(Div(v, c2)), eps)), lr)
-	if c.Optimizer == "adamw" && c.WeightDecay > 0 { // decoupled: w -= lr·wd·w
-		update = Add(update, Mul(MulScalar(w, c.WeightDecay), lr))
-	}
-	return Sub(w, update), []*Node{m, v}
+	return flat
 }
 
 // CrossEntropy is the mean cross-entropy of logits [N,C] against integer
