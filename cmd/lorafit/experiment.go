@@ -82,14 +82,14 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	}
 	res, err := study.Run(ctx, study.Options{
 		Backend: b, BackendName: backend.Resolve(bf.backend), Cases: nums, Weights: bf.weights, Base: base, Source: src, Note: note,
-		Train: trainSet, Test: testSet, Config: cfg, Out: *dir, Resume: *resume, Log: errOut,
+		Train: trainSet, Test: testSet, Config: cfg, Out: *dir, Resume: *resume, Quick: *quick, Log: errOut,
 		Command: strings.TrimSpace("lorafit experiment " + strings.Join(args, " ")),
 	})
 	if err != nil {
 		if errors.Is(err, train.ErrInterrupted) {
 			return fmt.Errorf("%w\n  continue with: lorafit experiment --resume --out %s (and the same flags)", err, *dir)
 		}
-		return err
+		return resumeError(err)
 	}
 	report.Table(out, res)
 	fmt.Fprintf(out, "\nwrote %s (results.json, report.md, report.html, plots, adapters) in %s\n",

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/lorafit/lorafit/adapter"
@@ -89,15 +88,23 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 	}
 	job := &study.Job{Backend: b, Base: base, Adapter: a, Train: trainSet, Test: testSet, Config: cfg, Dir: *dir, Log: errOut,
 		BaseInfo: adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}}
+	if *resume {
+		cr, err := job.Finished()
+		if err != nil {
+			return resumeError(err)
+		}
+		if cr != nil {
+			fmt.Fprintf(out, "%s: this run had already finished: test accuracy %.4f on %d images; adapter %s (%s bytes)\n",
+				strings.TrimSuffix(*dir, "/"), cr.Accuracy, testSet.Len(), cr.AdapterDir, report.Thousands(cr.AdapterBytes))
+			return nil
+		}
+	}
 	cr, err := job.Run(ctx)
 	if err != nil {
 		if errors.Is(err, train.ErrInterrupted) {
 			return fmt.Errorf("%w\n  continue with the same command and --resume", err)
 		}
-		return err
-	}
-	if err := fsutil.WriteJSON(filepath.Join(*dir, "result.json"), cr); err != nil {
-		return err
+		return resumeError(err)
 	}
 	resumed := ""
 	if cr.ResumedAtStep > 0 {
@@ -106,4 +113,14 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "%s: test accuracy %.4f on %d images%s; adapter %s (%s bytes)\n", strings.TrimSuffix(*dir, "/"),
 		cr.Accuracy, testSet.Len(), resumed, cr.AdapterDir, report.Thousands(cr.AdapterBytes))
 	return nil
+}
+
+// resumeError makes a refused resume (a checkpoint or result of another
+// run) a usage error: the fix is in the command line.
+func resumeError(err error) error {
+	var ie *train.IdentityError
+	if errors.As(err, &ie) {
+		return usageErrorf("%v\n  --resume continues a run with the same settings: repeat the first run's flags, or start over with --force", err)
+	}
+	return err
 }
