@@ -89,7 +89,8 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 		if errors.Is(err, train.ErrInterrupted) {
 			return fmt.Errorf("%w\n  continue with: lorafit experiment --resume --out %s (and the same flags)", err, *dir)
 		}
-		return resumeError(err)
+		ckpts, _ := filepath.Glob(filepath.Join(*dir, "case*", study.CheckpointFile))
+		return withCheckpointHint(resumeError(err), "lorafit experiment --resume --out "+*dir+" (and the same flags)", ckpts...)
 	}
 	report.Table(out, res)
 	fmt.Fprintf(out, "\nwrote %s (results.json, report.md, report.html, plots, adapters) in %s\n",

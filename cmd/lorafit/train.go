@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/lorafit/lorafit/adapter"
@@ -104,7 +105,7 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 		if errors.Is(err, train.ErrInterrupted) {
 			return fmt.Errorf("%w\n  continue with the same command and --resume", err)
 		}
-		return resumeError(err)
+		return withCheckpointHint(resumeError(err), "the same command and --resume", filepath.Join(*dir, study.CheckpointFile))
 	}
 	resumed := ""
 	if cr.ResumedAtStep > 0 {
@@ -113,6 +114,29 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "%s: test accuracy %.4f on %d images%s; adapter %s (%s bytes)\n", strings.TrimSuffix(*dir, "/"),
 		cr.Accuracy, testSet.Len(), resumed, cr.AdapterDir, report.Thousands(cr.AdapterBytes))
 	return nil
+}
+
+// withCheckpointHint adds to a failure after training made progress (a
+// full disk, say) that the checkpoints are intact and how to continue.
+func withCheckpointHint(err error, continueWith string, checkpoints ...string) error {
+	var ie *train.IdentityError
+	if errors.As(err, &ie) {
+		return err
+	}
+	var kept []string
+	for _, c := range checkpoints {
+		if st, serr := os.Stat(c); serr == nil && st.Mode().IsRegular() {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) == 0 {
+		return err
+	}
+	verb := " is"
+	if len(kept) > 1 {
+		verb = " are"
+	}
+	return fmt.Errorf("%w\n  %s%s intact: once the cause is fixed, continue with %s", err, strings.Join(kept, ", "), verb, continueWith)
 }
 
 // resumeError makes a refused resume (a checkpoint or result of another
