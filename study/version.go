@@ -1,7 +1,6 @@
 package study
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"runtime/debug"
@@ -9,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/lorafit/lorafit/data"
+	"github.com/lorafit/lorafit/internal/digest"
 )
 
 // Version is lorafit's version as this binary knows it: the module version
@@ -43,17 +43,18 @@ func Version() string {
 // DataDigest is a SHA-256 over a dataset's images, labels, shape and class
 // names: which images a run trained on, whatever produced them.
 func DataDigest(d *data.Dataset) string {
-	h := sha256.New()
+	h := digest.New()
 	var hdr [32]byte
 	for i, v := range []int{d.N, d.H, d.W, d.C} {
 		binary.LittleEndian.PutUint64(hdr[8*i:], uint64(v))
 	}
 	h.Write(hdr[:])
 	h.Write([]byte(strconv.Quote(strings.Join(d.ClassNames, "\x00"))))
-	for _, l := range d.Labels {
-		binary.LittleEndian.PutUint32(hdr[:4], uint32(l))
-		h.Write(hdr[:4])
+	labels := make([]byte, 4*len(d.Labels))
+	for i, l := range d.Labels {
+		binary.LittleEndian.PutUint32(labels[4*i:], uint32(l))
 	}
+	h.Write(labels)
 	h.Write(d.Images)
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -44,8 +44,14 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *quick {
-		df.limitTrain, df.limitTest = orDefault(df.limitTrain, 2000), orDefault(df.limitTest, 1000)
+	if set := setFlags(fs); *quick {
+		// Limits given explicitly win (0 included: all of the data).
+		if !set["limit-train"] {
+			df.limitTrain = 2000
+		}
+		if !set["limit-test"] {
+			df.limitTest = 1000
+		}
 	}
 	cfg, err := rf.config()
 	if err != nil {
@@ -119,13 +125,6 @@ func newRunDir(now time.Time) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: 999 runs in one second already", base)
-}
-
-func orDefault(v, d int) int {
-	if v > 0 {
-		return v
-	}
-	return d
 }
 
 func parseCases(s string) ([]int, error) {
