@@ -14,6 +14,7 @@ import (
 
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/data"
 	"github.com/lorafit/lorafit/fsutil"
 	"github.com/lorafit/lorafit/report"
 	"github.com/lorafit/lorafit/study"
@@ -71,14 +72,30 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	trainSet, testSet, err := df.load(cfg.Preprocess.Crop, cfg.Seed)
-	if err != nil {
+	if err := df.check(); err != nil {
 		return err
 	}
+	// The data and the base load side by side: start-up is most of a
+	// --quick run's first seconds.
+	type sets struct {
+		train, test *data.Dataset
+		err         error
+	}
+	loaded := make(chan sets, 1)
+	go func() {
+		var d sets
+		d.train, d.test, d.err = df.load(cfg.Preprocess.Crop, cfg.Seed)
+		loaded <- d
+	}()
 	base, src, note, err := study.OpenWeights(ctx, bf.weights, cfg.Seed, errOut)
+	d := <-loaded
+	if d.err != nil {
+		return d.err
+	}
 	if err != nil {
 		return err
 	}
+	trainSet, testSet := d.train, d.test
 	if *dir == "" {
 		if *dir, err = newRunDir(time.Now()); err != nil {
 			return err
