@@ -33,7 +33,7 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	dir := fs.String("out", "", "output directory (default runs/<timestamp>, never an existing one)")
 	resume := fs.Bool("resume", false, "continue an interrupted run in --out: finished cases are kept, the interrupted one resumes from its checkpoint")
 	force := fs.Bool("force", false, "overwrite a previous run in --out")
-	quick := fs.Bool("quick", false, "a quick run: 2,000 training and 1,000 test images")
+	quick := fs.Bool("quick", false, "a quick smoke test: 2,000 training and 1,000 test images (unless --limit-train/--limit-test say otherwise); too few steps for its accuracies to compare the cases")
 	rest, err := parse(fs, args)
 	if err != nil {
 		return err
