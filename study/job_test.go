@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/lorafit/lorafit/adapter"
+	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/checkpoint/safetensors"
 	"github.com/lorafit/lorafit/data"
 	"github.com/lorafit/lorafit/internal/testutil"
 	"github.com/lorafit/lorafit/train"
@@ -93,5 +96,34 @@ func TestQuickCaveat(t *testing.T) {
 	}
 	if strings.Contains(QuickCaveat(31, 2000, 10, false), "chance") {
 		t.Error("a pretrained base's quick run is not said to be near chance")
+	}
+}
+
+// TestFullModelBytes: the size of the whole adapted network as a file is
+// what safetensors really writes for it (with a tensor of its own each).
+func TestFullModelBytes(t *testing.T) {
+	a := job(t, t.TempDir(), 64).Adapter
+	got, err := FullModelBytes(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd := checkpoint.NewStateDict()
+	for _, p := range backbone.ParamsOf(a.Modules()) {
+		dtype := checkpoint.F32
+		if p.Kind == backbone.BNCount {
+			dtype = checkpoint.I64
+		}
+		sd.Set(p.Name, &checkpoint.Tensor{DType: dtype, Shape: p.Shape, Data: make([]byte, p.NumElements()*dtype.Size())})
+	}
+	path := filepath.Join(t.TempDir(), "full.safetensors")
+	if err := safetensors.Save(path, sd, map[string]string{"format": "pt"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != got {
+		t.Errorf("FullModelBytes %d, the file %d", got, st.Size())
 	}
 }

@@ -209,13 +209,19 @@ func runCase(ctx context.Context, o Options, n int, base *backbone.Base, info ad
 // safetensors file (merged): what sharing a model instead of an adapter
 // costs. It is measured by writing the file to a counter, not estimated.
 func FullModelBytes(a *adapter.Adapter) (int64, error) {
+	params := backbone.ParamsOf(a.Modules())
+	largest := 0
+	for _, p := range params {
+		largest = max(largest, p.NumElements()*8)
+	}
+	zeros := make([]byte, largest) // shared: only the sizes matter (100 MB per case otherwise)
 	sd := checkpoint.NewStateDict()
-	for _, p := range backbone.ParamsOf(a.Modules()) {
+	for _, p := range params {
 		dtype := checkpoint.F32
 		if p.Kind == backbone.BNCount {
 			dtype = checkpoint.I64
 		}
-		sd.Set(p.Name, &checkpoint.Tensor{DType: dtype, Shape: p.Shape, Data: make([]byte, p.NumElements()*dtype.Size())})
+		sd.Set(p.Name, &checkpoint.Tensor{DType: dtype, Shape: p.Shape, Data: zeros[:p.NumElements()*dtype.Size()]})
 	}
 	var c counter
 	if err := safetensors.Write(&c, sd, map[string]string{"format": "pt"}); err != nil {
