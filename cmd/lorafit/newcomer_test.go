@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +54,11 @@ func TestBuildWarnsWithoutSIMD(t *testing.T) {
 
 // TestOfflineQuickStartsFast: offline (the weights host does not resolve),
 // `lorafit experiment --quick` falls back to a random backbone, says why,
-// and runs its first training step within 2 s of starting.
+// and runs its first training step within 2 s of starting. On a shared
+// machine other work delays any process, so what is compared with 2 s is
+// the wall time less the time lorafit's threads waited for a CPU (Linux's
+// schedstat; 0 where there is none): waiting on the network, sleeping or
+// computing more all still count.
 func TestOfflineQuickStartsFast(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -63,25 +68,33 @@ func TestOfflineQuickStartsFast(t *testing.T) {
 		t.Skipf("this machine's resolver does not answer NXDOMAIN for .invalid (%v)", err)
 	}
 	bin := buildCLI(t, "")
-	// Up to three tries, since other work on a shared machine can delay
-	// any one; the best counts.
-	var times []time.Duration
-	for range 3 {
-		p := startCLI(t, bin, isolatedEnv(t), "experiment", "--quick", "--out", filepath.Join(t.TempDir(), "run"))
-		_, after := p.waitFor(t, `^step 1/\d+ `, time.Minute)
-		stderr := p.errText()
-		p.cmd.Process.Kill()
-		if !strings.Contains(stderr, "lorafit-test.invalid") || !strings.Contains(stderr, "randomly initialized") {
-			t.Fatalf("the fallback to a random backbone does not say why:\n%s", stderr)
-		}
-		times = append(times, after.Round(time.Millisecond))
-		if after <= 2*time.Second {
-			break
+	p := startCLI(t, bin, isolatedEnv(t), "experiment", "--quick", "--out", filepath.Join(t.TempDir(), "run"))
+	_, wall := p.waitFor(t, `^step 1/\d+ `, time.Minute)
+	waited := runQueueWait(p.cmd.Process.Pid)
+	stderr := p.errText()
+	p.cmd.Process.Kill()
+	if !strings.Contains(stderr, "lorafit-test.invalid") || !strings.Contains(stderr, "randomly initialized") {
+		t.Fatalf("the fallback to a random backbone does not say why:\n%s", stderr)
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("first training step %v after start, %v of it waiting for a CPU (load average %s)",
+		wall.Round(time.Millisecond), waited.Round(time.Millisecond), strings.TrimSpace(string(load)))
+	if wall-waited > 2*time.Second {
+		t.Errorf("the first training step came %v after start (%v without waiting for a CPU), want within 2 s", wall, wall-waited)
+	}
+}
+
+// runQueueWait is how long pid's threads spent runnable but not running,
+// summed (the second field of /proc/PID/task/*/schedstat); 0 if unknown.
+func runQueueWait(pid int) time.Duration {
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var ns int64
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if fields := strings.Fields(string(raw)); err == nil && len(fields) >= 2 {
+			n, _ := strconv.ParseInt(fields[1], 10, 64)
+			ns += n
 		}
 	}
-	t.Logf("first training step done %v after start", times)
-	if best := slices.Min(times); best > 2*time.Second {
-		load, _ := os.ReadFile("/proc/loadavg")
-		t.Errorf("the first training step came %v after start at best, want within 2 s (load average %s)", best, strings.TrimSpace(string(load)))
-	}
+	return time.Duration(ns)
 }
