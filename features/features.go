@@ -124,6 +124,10 @@ func (c *Cache) Size() int {
 	return n
 }
 
+// BF16 reports whether the features are kept as bfloat16 (they round, so
+// a run's identity records it).
+func (c *Cache) BF16() bool { return c.bf16 != nil }
+
 // Bytes is the memory the cache holds.
 func (c *Cache) Bytes() int64 { return int64(len(c.f32))*4 + int64(len(c.bf16))*2 }
 

@@ -66,7 +66,15 @@ func WriteBytes(path string, b []byte) error {
 // WriteDir creates dir atomically: fill writes the contents into a
 // temporary directory beside it, which then replaces dir (an existing one is
 // moved aside first and removed after, or put back if the rename fails).
+// Errors name dir first: the temporary names in them mean nothing to a user.
 func WriteDir(dir string, fill func(tmp string) error) error {
+	if err := writeDir(dir, fill); err != nil {
+		return fmt.Errorf("write %s: %w", dir, err)
+	}
+	return nil
+}
+
+func writeDir(dir string, fill func(tmp string) error) error {
 	parent := filepath.Dir(filepath.Clean(dir))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return err

@@ -62,12 +62,16 @@ func buildDocument(r *Results, cases []CaseResult, figs []figure) *document {
 		d.Meta = append(d.Meta, fact{Label: "command", Value: r.Command, Code: true})
 	}
 
+	caveat := ""
+	if r.Caveat != "" {
+		caveat = "⚠ " + r.Caveat + " "
+	}
 	if len(cases) == 0 {
-		d.Sections = append(d.Sections, section{Title: "Results", Text: "No case was run."})
+		d.Sections = append(d.Sections, section{Title: "Results", Text: caveat + "No case was run."})
 	} else {
 		d.Sections = append(d.Sections, section{
 			Title: "Results",
-			Text: fmt.Sprintf("Every case trains on the same data with the same budget and seed; accuracy is on the %s test split. "+
+			Text: caveat + fmt.Sprintf("Every case trains on the same data with the same budget and seed; accuracy is on the %s test split. "+
 				"The full model, %s, is the whole adapted network in fp32 safetensors: what sharing a model instead of an adapter costs.",
 				orNone(r.Data.Name), bytesAndMiB(r.FullModelBytes)),
 			Table: mainTable(r, cases),
@@ -148,6 +152,10 @@ func mainTable(r *Results, cases []CaseResult) *table {
 		{Label: "train img/s"},
 		{Label: "eval img/s"},
 	}
+	resumed := anyResumed(cases)
+	if resumed {
+		rows = append(rows, row{Label: "run (whole, resumed@step, kept from an interrupted run)"})
+	}
 	for _, c := range cases {
 		t.Head = append(t.Head, caseName(c.Case))
 		cells := []string{
@@ -163,6 +171,9 @@ func mainTable(r *Results, cases []CaseResult) *table {
 			fixed(c.TrainSeconds, 1),
 			fixed(c.TrainImgPerSec, 1),
 			fixed(c.EvalImgPerSec, 1),
+		}
+		if resumed {
+			cells = append(cells, runNote(c))
 		}
 		for i := range rows {
 			rows[i].Cells = append(rows[i].Cells, cells[i])

@@ -8,7 +8,10 @@ import "time"
 // Results is everything `lorafit experiment` measured; results.json is
 // this struct.
 type Results struct {
-	Title       string    `json:"title"`
+	Title string `json:"title"`
+	// Caveat says what the numbers can and cannot show when the run is
+	// too small to compare the cases (--quick); "" for a full run.
+	Caveat      string    `json:"caveat,omitempty"`
 	StartedAt   time.Time `json:"started_at"`
 	WallSeconds float64   `json:"wall_seconds"`
 	Command     string    `json:"command"`
@@ -45,6 +48,11 @@ type Env struct {
 	Arch      string `json:"arch"`
 	CPU       string `json:"cpu"`
 	Hostname  string `json:"hostname"`
+	// GoExperiment is the GOEXPERIMENT lorafit was built with ("simd"
+	// turns on the vectorized kernels; "" is an order of magnitude slower).
+	GoExperiment string `json:"go_experiment"`
+	// LorafitVersion is the module version or VCS revision of the build.
+	LorafitVersion string `json:"lorafit_version,omitempty"`
 }
 
 // Weights says which base weights were used. Random is true when no
@@ -99,6 +107,12 @@ type CaseResult struct {
 
 	// ResumedAtStep is the step a resumed run continued from (0: not resumed).
 	ResumedAtStep int `json:"resumed_at_step,omitempty"`
+	// Kept: the case had finished before an interruption and was kept by
+	// --resume (its identity checked) rather than trained again.
+	Kept bool `json:"kept,omitempty"`
+	// Identity is everything that defined the case's run (recipe, adapter
+	// spec, data, base sha256, lorafit version): what --resume compares.
+	Identity map[string]string `json:"identity,omitempty"`
 
 	TrainSeconds   float64 `json:"train_seconds"`
 	TrainImgPerSec float64 `json:"train_img_per_sec"`

@@ -368,3 +368,39 @@ func read(t *testing.T, dir, name string) []byte {
 	}
 	return b
 }
+
+// TestResumedAndQuickRuns: a quick run's caveat, and which cases were kept
+// or resumed, appear in the printed table, report.md and report.html.
+func TestResumedAndQuickRuns(t *testing.T) {
+	r := sampleResults(true)
+	r.Caveat = "a quick run trains each case for 31 steps"
+	r.Cases[0].Kept = true
+	r.Cases[1].ResumedAtStep = 412
+	var table bytes.Buffer
+	Table(&table, r)
+	if !strings.Contains(table.String(), "NOTE: a quick run trains each case for 31 steps\n") ||
+		!regexp.MustCompile(`(?m)^run\s+kept\s+resumed@412\s+whole\s+whole$`).MatchString(table.String()) {
+		t.Errorf("table:\n%s", table.String())
+	}
+	dir := t.TempDir()
+	if err := Write(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"report.md", "report.html"} {
+		raw, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []string{"a quick run trains each case for 31 steps", "resumed@412", "kept"} {
+			if !strings.Contains(string(raw), w) {
+				t.Errorf("%s lacks %q", f, w)
+			}
+		}
+	}
+	// A run without --resume shows no such row.
+	table.Reset()
+	Table(&table, sampleResults(true))
+	if strings.Contains(table.String(), "\nrun ") {
+		t.Errorf("a whole run's table has a run row:\n%s", table.String())
+	}
+}

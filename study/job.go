@@ -6,10 +6,14 @@ package study
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/gomlx/compute"
@@ -21,9 +25,14 @@ import (
 	"github.com/lorafit/lorafit/classifier"
 	"github.com/lorafit/lorafit/data"
 	"github.com/lorafit/lorafit/features"
+	"github.com/lorafit/lorafit/fsutil"
 	"github.com/lorafit/lorafit/report"
 	"github.com/lorafit/lorafit/train"
 )
+
+// ResultFile is what a finished job leaves in its Dir besides the adapter:
+// its measurements and identity (report.CaseResult as JSON).
+const ResultFile = "result.json"
 
 // Job is one adaptation to train on a base, evaluate and save.
 type Job struct {
@@ -34,22 +43,83 @@ type Job struct {
 	// Adapter is the initialized adapter to train (it is not modified).
 	Adapter     *adapter.Adapter
 	Train, Test *data.Dataset
-	// Config is the recipe; Checkpoint is set to Dir/checkpoint.safetensors.
+	// Config is the recipe; Checkpoint is set to Dir/checkpoint.safetensors
+	// and Identity completed with the data, the base and lorafit's version.
 	// Config.Features may hold the training set's frozen-prefix features.
 	Config train.Config
 	// TestFeatures, if set, holds the test set's, for evaluation.
 	TestFeatures *features.Cache
-	// Dir receives Dir/adapter; the checkpoint lives there while training
-	// and is removed once the adapter is saved.
+	// Dir receives Dir/adapter and Dir/result.json; the checkpoint lives
+	// there while training and is removed once both are saved.
 	Dir string
 	// SaveModel also writes Dir/model.safetensors: the adapter merged into
 	// the base, torchvision's keys (what full fine-tuning produces).
 	SaveModel bool
+	Case      int       // the founding study's case number, for result.json; 0 for none
 	Log       io.Writer // progress and notes; nil for silence
+
+	identity map[string]string
+}
+
+// CheckpointFile is the name of a job's checkpoint in its Dir.
+const CheckpointFile = "checkpoint.safetensors"
+
+// config is the recipe as the trainer gets it.
+func (j *Job) config() train.Config {
+	cfg := j.Config
+	cfg.Checkpoint = filepath.Join(j.Dir, CheckpointFile)
+	cfg.Progress = j.Log
+	if j.identity == nil {
+		j.identity = map[string]string{
+			"base.arch":         j.BaseInfo.Arch,
+			"base.sha256":       j.BaseInfo.SHA256,
+			"data.train":        j.Train.Name,
+			"data.train.images": strconv.Itoa(j.Train.Len()),
+			"data.train.sha256": DataDigest(j.Train),
+			"data.test":         j.Test.Name,
+			"data.test.images":  strconv.Itoa(j.Test.Len()),
+			"data.test.sha256":  DataDigest(j.Test),
+			"lorafit.version":   Version(),
+		}
+		maps.Copy(j.identity, j.Config.Identity)
+	}
+	cfg.Identity = j.identity
+	return cfg
+}
+
+// Identity is everything that defines this job's run: the recipe, the
+// adapter's spec, the data (names, sizes, digests), the base's sha256 and
+// lorafit's version. Checkpoints and result.json record it; resuming
+// compares it field by field.
+func (j *Job) Identity() map[string]string { return train.RunIdentity(j.config(), j.Adapter) }
+
+// Finished returns the result a previous run of this job left in Dir, or
+// nil if it has not finished. A result of another run — any difference in
+// its identity — is an *train.IdentityError naming each field.
+func (j *Job) Finished() (*report.CaseResult, error) {
+	path := filepath.Join(j.Dir, ResultFile)
+	raw, err := os.ReadFile(path) // lorafit's own output (a confusion matrix can be MBs)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var cr report.CaseResult
+	if err := json.Unmarshal(raw, &cr); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := train.CheckIdentity(path, cr.Identity, j.Identity()); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(j.Dir, "adapter", adapter.WeightsFile)); err != nil {
+		return nil, fmt.Errorf("%s says the run finished, but its adapter is missing: %w", path, err)
+	}
+	return &cr, nil
 }
 
 // Run trains, evaluates on the test set and saves the adapter under
-// Dir/adapter, returning the measurements.
+// Dir/adapter and the measurements in Dir/result.json, returning them.
 func (j *Job) Run(ctx context.Context) (*report.CaseResult, error) {
 	log := j.Log
 	if log == nil {
@@ -58,12 +128,10 @@ func (j *Job) Run(ctx context.Context) (*report.CaseResult, error) {
 	if err := os.MkdirAll(j.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	cfg := j.Config
-	cfg.Checkpoint = filepath.Join(j.Dir, "checkpoint.safetensors")
-	cfg.Progress = j.Log
+	cfg := j.config()
 	params := j.Adapter.Params()
-	cr := &report.CaseResult{Description: Describe(j.Adapter), Trainable: params.Trainable, Total: params.Total,
-		AdapterParts: AdapterParts(params)}
+	cr := &report.CaseResult{Case: j.Case, Description: Describe(j.Adapter), Trainable: params.Trainable, Total: params.Total,
+		AdapterParts: AdapterParts(params), Identity: j.Identity()}
 	tr, err := train.New(j.Backend, j.Base, j.Adapter, cfg)
 	if err != nil {
 		return nil, err
@@ -113,7 +181,10 @@ func (j *Job) Run(ctx context.Context) (*report.CaseResult, error) {
 			return nil, err
 		}
 	}
-	_ = os.Remove(cfg.Checkpoint) // the adapter is the result now
+	if err := fsutil.WriteJSON(filepath.Join(j.Dir, ResultFile), cr); err != nil {
+		return nil, err
+	}
+	_ = os.Remove(cfg.Checkpoint) // the adapter and result.json are the result now
 	fmt.Fprintf(log, "   test accuracy %.4f, adapter %s bytes, %.0f s\n", ev.Accuracy, report.Thousands(cr.AdapterBytes), fit.Seconds)
 	return cr, nil
 }

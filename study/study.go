@@ -2,10 +2,8 @@ package study
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/safetensors"
 	"github.com/lorafit/lorafit/data"
@@ -51,7 +50,10 @@ type Options struct {
 	Cache CacheOptions
 	// Resume keeps finished cases found in Out and resumes the interrupted
 	// one from its checkpoint.
-	Resume  bool
+	Resume bool
+	// Quick marks a smoke-test-sized run (--quick): the title and reports
+	// say what its numbers can and cannot show.
+	Quick   bool
 	Command string    // the command line, for results.json
 	Log     io.Writer // progress and notes; nil for silence
 }
@@ -75,6 +77,17 @@ func OpenWeights(ctx context.Context, spec string, seed uint64, progress io.Writ
 	note = StudyWeights + " could not be had (" + firstLine(err.Error()) + ")"
 	base, _, src, err = weights.Load(ctx, fmt.Sprintf("random:%d", seed), opts)
 	return base, src, note, err
+}
+
+// QuickCaveat says what a --quick run's numbers mean: steps per case on
+// images training images, for a task of classes classes.
+func QuickCaveat(steps, images, classes int, random bool) string {
+	s := fmt.Sprintf("a quick run trains each case for %d steps on %s images: enough to check that data, training, "+
+		"evaluation, adapters and reports all work, too few for the accuracies to rank the cases", steps, report.Thousands(int64(images)))
+	if random && classes > 0 {
+		s += fmt.Sprintf(" (on a random-init backbone expect near chance, %.2f)", 1/float64(classes))
+	}
+	return s + ". Run without --quick for the study's numbers."
 }
 
 func firstLine(s string) string {
@@ -115,7 +128,7 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 		StartedAt: started,
 		Command:   o.Command,
 		Environment: report.Env{Backend: o.BackendName, Threads: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(),
-			OS: runtime.GOOS, Arch: runtime.GOARCH, CPU: cpuModel()},
+			OS: runtime.GOOS, Arch: runtime.GOARCH, CPU: cpuModel(), GoExperiment: backend.Experiments(), LorafitVersion: Version()},
 		Weights: report.Weights{Spec: o.Weights, SHA256: src.SHA256, Random: src.Random, Note: note, Name: src.String()},
 		Data: report.Data{Name: DatasetName(o.Train.Name), Train: o.Train.Len(), Test: o.Test.Len(), ImageSize: c.Preprocess.Crop,
 			Augment: c.Augment, ClassNames: o.Train.ClassNames},
@@ -128,6 +141,10 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 	res.Title = fmt.Sprintf("LoRA fine-tuning of %s on %s: the four cases", base.Net.Arch(), res.Data.Name)
 	if src.Random {
 		res.Title += " (random-init backbone)"
+	}
+	if o.Quick {
+		res.Title += " — quick run: checks that everything works; its accuracies compare nothing"
+		res.Caveat = QuickCaveat(o.Train.Len()/c.Batch*c.Epochs, o.Train.Len(), o.Train.NumClasses(), src.Random)
 	}
 	info := adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}
 	adapters := map[int]*adapter.Adapter{}
@@ -173,26 +190,35 @@ func CaseSpec(n int, net backbone.Network) (adapter.Spec, error) {
 	return adapter.Case(n)
 }
 
-// runCase trains and evaluates one case and saves its adapter. A finished
-// case found in the output directory (with Resume) is reused.
+// runCase trains and evaluates one case and saves its adapter. With
+// Resume, a finished case found in the output directory is kept if it is
+// this run's (its identity is checked field by field), and an interrupted
+// one continues from its checkpoint.
 func runCase(ctx context.Context, o Options, n int, a *adapter.Adapter, base *backbone.Base, info adapter.BaseInfo, shared *caches, log io.Writer) (*report.CaseResult, int64, error) {
 	dir := filepath.Join(o.Out, fmt.Sprintf("case%d", n))
 	if n == report.FullCase {
 		dir = filepath.Join(o.Out, "full")
 	}
-	resultFile := filepath.Join(dir, "result.json")
 	fullBytes, err := FullModelBytes(a)
 	if err != nil {
 		return nil, 0, err
 	}
+	cfg := o.Config
+	cfg.Resume = o.Resume
+	var testF *features.Cache
+	cfg.Features, testF = shared.forCase(n)
+	job := &Job{Backend: o.Backend, Base: base, BaseInfo: info, Adapter: a, Train: o.Train, Test: o.Test, Config: cfg, Dir: dir,
+		Case: n, TestFeatures: testF, Log: o.Log}
+	relAdapter := filepath.Join(filepath.Base(dir), "adapter") // relative to the report
 	if o.Resume {
-		if raw, err := os.ReadFile(resultFile); err == nil {
-			var cr report.CaseResult
-			if err := json.Unmarshal(raw, &cr); err != nil {
-				return nil, 0, fmt.Errorf("%s: %w", resultFile, err)
-			}
-			slog.Info("case already finished, kept", "case", n, "accuracy", cr.Accuracy)
-			return &cr, fullBytes, nil
+		cr, err := job.Finished()
+		if err != nil {
+			return nil, 0, err
+		}
+		if cr != nil {
+			fmt.Fprintf(log, "\n== %s: finished before the interruption; kept (test accuracy %.4f)\n", report.CaseName(n), cr.Accuracy)
+			cr.Kept, cr.AdapterDir = true, relAdapter
+			return cr, fullBytes, nil
 		}
 	}
 	if err := a.Init(base, o.Config.Seed); err != nil {
@@ -202,21 +228,11 @@ func runCase(ctx context.Context, o Options, n int, a *adapter.Adapter, base *ba
 		_, _ = fsutil.Clean(dir) // what a killed run's writes left
 	}
 	fmt.Fprintf(log, "\n== %s: %s\n   %s\n", report.CaseName(n), Describe(a), a.Params())
-	cfg := o.Config
-	cfg.Resume = o.Resume
-	var testF *features.Cache
-	cfg.Features, testF = shared.forCase(n)
-	job := &Job{Backend: o.Backend, Base: base, BaseInfo: info, Adapter: a, Train: o.Train, Test: o.Test, Config: cfg, Dir: dir, Log: o.Log,
-		TestFeatures: testF}
 	cr, err := job.Run(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	cr.Case = n
-	cr.AdapterDir = filepath.Join(filepath.Base(dir), "adapter") // relative to the report
-	if err := fsutil.WriteJSON(resultFile, cr); err != nil {
-		return nil, 0, err
-	}
+	cr.AdapterDir = relAdapter
 	return cr, fullBytes, nil
 }
 
@@ -224,13 +240,19 @@ func runCase(ctx context.Context, o Options, n int, a *adapter.Adapter, base *ba
 // safetensors file (merged): what sharing a model instead of an adapter
 // costs. It is measured by writing the file to a counter, not estimated.
 func FullModelBytes(a *adapter.Adapter) (int64, error) {
+	params := backbone.ParamsOf(a.Modules())
+	largest := 0
+	for _, p := range params {
+		largest = max(largest, p.NumElements()*8)
+	}
+	zeros := make([]byte, largest) // shared: only the sizes matter (100 MB per case otherwise)
 	sd := checkpoint.NewStateDict()
-	for _, p := range backbone.ParamsOf(a.Modules()) {
+	for _, p := range params {
 		dtype := checkpoint.F32
 		if p.Kind == backbone.BNCount {
 			dtype = checkpoint.I64
 		}
-		sd.Set(p.Name, &checkpoint.Tensor{DType: dtype, Shape: p.Shape, Data: make([]byte, p.NumElements()*dtype.Size())})
+		sd.Set(p.Name, &checkpoint.Tensor{DType: dtype, Shape: p.Shape, Data: zeros[:p.NumElements()*dtype.Size()]})
 	}
 	var c counter
 	if err := safetensors.Write(&c, sd, map[string]string{"format": "pt"}); err != nil {

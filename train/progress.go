@@ -9,7 +9,8 @@ import (
 
 // progress draws a one-line bar on a terminal (steps, loss, running
 // accuracy, img/s, ETA) and prints plain lines every ~10% elsewhere, so logs
-// of CI runs stay readable.
+// of CI runs stay readable. The first step always gets a line: it includes
+// compiling the step, and shows that training has started.
 type progress struct {
 	w           io.Writer
 	tty         bool
@@ -22,7 +23,7 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, total int) *progress {
-	p := &progress{w: w, total: total, start: time.Now(), nextLine: max(1, total/10)}
+	p := &progress{w: w, total: total, start: time.Now(), nextLine: 1}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			p.tty = true

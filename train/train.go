@@ -77,6 +77,11 @@ type Config struct {
 
 	Checkpoint string // file written at each epoch end and on interruption; "" for none
 	Resume     bool   // continue from Checkpoint if it exists
+	// Identity is what defines the run besides this Config and the
+	// adapter: the data, the base, lorafit's version (study.Job fills it).
+	// Checkpoints record it with the rest (see RunIdentity); Resume refuses
+	// a checkpoint whose identity differs in any field.
+	Identity map[string]string
 
 	Progress io.Writer // progress bar or log lines; nil for silence
 }
@@ -157,8 +162,10 @@ type Trainer struct {
 	step    int   // optimizer steps done
 
 	// Carried through checkpoints, so a resumed run reports the whole run.
-	history []report.Point
-	seconds float64 // training wall time before this Fit
+	history  []report.Point
+	pending  pending // curve sums since the last point
+	seconds  float64 // training wall time before this Fit
+	identity map[string]string
 }
 
 // New prepares training of a's trainable tensors on base. a is not modified:
@@ -167,7 +174,8 @@ func New(b compute.Backend, base *backbone.Base, a *adapter.Adapter, cfg Config)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	t := &Trainer{cfg: cfg, base: base, ad: a.Clone(), backend: b, slots: map[string][]*tensors.Tensor{}, bake: classifier.BakeBase(b)}
+	t := &Trainer{cfg: cfg, base: base, ad: a.Clone(), backend: b, slots: map[string][]*tensors.Tensor{}, bake: classifier.BakeBase(b),
+		identity: RunIdentity(cfg, a)}
 	for _, e := range a.Entries() {
 		if a.Tensor(e.Key) == nil {
 			return nil, fmt.Errorf("adapter has no value for %q: Init it or load it first", e.Key)
@@ -411,6 +419,9 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 	if c.LimitSteps > 0 && c.LimitSteps < total {
 		total = c.LimitSteps
 	}
+	if t.step > total { // the identity matched, so the checkpoint is corrupt
+		return nil, fmt.Errorf("%s: at step %d of a %d-step run", c.Checkpoint, t.step, total)
+	}
 	bar := newProgress(c.Progress, total)
 	per := 1
 	for _, d := range t.sampleDims() {
@@ -442,8 +453,7 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 	}
 	start := time.Now()
 	var steadyStart time.Time
-	var sumLoss, sumCorrect float64
-	var sinceLast int
+	acc := &t.pending
 	every := max(1, min(perEpoch/20, 50)) // ~20 curve points per epoch
 	for t.step < total {
 		prefetched := make(chan struct{})
@@ -467,15 +477,15 @@ func (t *Trainer) Fit(ctx context.Context, d Data) (*Result, error) {
 		if res.Steps == 1 {
 			steadyStart = time.Now()
 		}
-		sumLoss += loss
-		sumCorrect += hits
-		sinceLast++
+		acc.Loss += loss
+		acc.Correct += hits
+		acc.Steps++
 		if t.step%every == 0 || t.step == total {
 			res.History = append(res.History, report.Point{
 				Step: t.step, Epoch: float64(t.step) / float64(perEpoch),
-				Loss: sumLoss / float64(sinceLast), Accuracy: sumCorrect / float64(sinceLast*c.Batch),
+				Loss: acc.Loss / float64(acc.Steps), Accuracy: acc.Correct / float64(acc.Steps*c.Batch),
 			})
-			sumLoss, sumCorrect, sinceLast = 0, 0, 0
+			*acc = pending{}
 		}
 		bar.update(t.step, loss, hits/float64(c.Batch), c.Batch)
 		t.history = res.History

@@ -254,12 +254,14 @@ func TestResume(t *testing.T) {
 			t.Fatalf("%s: resumed run differs from the uninterrupted one", k)
 		}
 	}
-	// A checkpoint of another recipe is refused.
+	// A checkpoint of another recipe is refused, naming the field.
 	cfg.Seed = 6
 	base, a3 := newNet(t)
 	tr3, _ := New(goBackend(), base, a3, cfg)
-	if _, err := tr3.Fit(context.Background(), newSynth(48, 1)); err == nil {
-		t.Fatal("resumed a checkpoint saved with another seed")
+	_, err = tr3.Fit(context.Background(), newSynth(48, 1))
+	var ie *IdentityError
+	if !errors.As(err, &ie) || len(ie.Differences) != 1 || ie.Differences[0] != (Difference{"seed", "5", "6"}) {
+		t.Fatalf("resumed a checkpoint saved with another seed: %v", err)
 	}
 }
 

@@ -20,6 +20,7 @@ type DownloadOptions struct {
 	// BaseURL, if set, replaces the scheme and host of the canonical URL
 	// (a path in BaseURL is prepended), for mirrors and tests:
 	// "http://mirror:8080" fetches http://mirror:8080/models/<file>.
+	// Empty means $LORAFIT_WEIGHTS_URL, else download.pytorch.org.
 	BaseURL string
 	// Progress receives the progress bar and notes; nil means silent.
 	Progress io.Writer
@@ -38,7 +39,14 @@ type DownloadOptions struct {
 	StallTimeout time.Duration
 }
 
+// BaseURLEnv names the variable that points every download at a mirror
+// (DownloadOptions.BaseURL).
+const BaseURLEnv = "LORAFIT_WEIGHTS_URL"
+
 func (o *DownloadOptions) defaults() {
+	if o.BaseURL == "" {
+		o.BaseURL = os.Getenv(BaseURLEnv)
+	}
 	if o.Client == nil {
 		o.Client = &http.Client{}
 	}
@@ -169,7 +177,7 @@ func (w *Weights) sourceURL(base string) (string, error) {
 	}
 	b, err := url.Parse(base)
 	if err != nil || b.Scheme == "" || b.Host == "" {
-		return "", fmt.Errorf("weights: base URL %q needs a scheme and host", base)
+		return "", fmt.Errorf("weights: base URL %q (DownloadOptions.BaseURL or $%s) needs a scheme and host", base, BaseURLEnv)
 	}
 	u, err := url.Parse(w.URL)
 	if err != nil {

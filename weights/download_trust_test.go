@@ -192,3 +192,30 @@ func TestOpenExplainsBadCachedFile(t *testing.T) {
 		})
 	}
 }
+
+// TestBaseURLFromEnv: $LORAFIT_WEIGHTS_URL points downloads at a mirror
+// (what tests of the CLI use to be offline on purpose); an explicit
+// BaseURL wins over it, and a malformed one names the variable.
+func TestBaseURLFromEnv(t *testing.T) {
+	f := newFixture(t)
+	srv := f.serve(t, drop(f.serveContent))
+	t.Setenv(BaseURLEnv, srv.URL)
+	path, err := Download(context.Background(), f.w, f.dir, f.opts(nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.checkDone(t, path)
+	if n := len(srv.requests()); n != 1 {
+		t.Errorf("%d requests to the mirror, want 1", n)
+	}
+	t.Setenv(BaseURLEnv, "mirror-without-scheme")
+	os.Remove(path)
+	_, err = Download(context.Background(), f.w, f.dir, f.opts(nil, nil))
+	if err == nil || !strings.Contains(err.Error(), BaseURLEnv) || !strings.Contains(err.Error(), "mirror-without-scheme") {
+		t.Errorf("malformed $%s: err = %v", BaseURLEnv, err)
+	}
+	o := f.opts(srv, nil) // explicit BaseURL
+	if _, err := Download(context.Background(), f.w, f.dir, o); err != nil {
+		t.Errorf("explicit BaseURL with a malformed $%s: %v", BaseURLEnv, err)
+	}
+}

@@ -3,7 +3,6 @@ package weights
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/checkpoint/pth"
 	"github.com/lorafit/lorafit/checkpoint/safetensors"
+	"github.com/lorafit/lorafit/internal/digest"
 	"github.com/lorafit/lorafit/limits"
 	"github.com/lorafit/lorafit/resnet"
 )
@@ -152,7 +152,7 @@ func notCachedError(w *Weights, dir string, err error) error {
 // the identity of weights that never were a file (random init), so
 // adapters trained on them can still be bound to their base.
 func Digest(sd *checkpoint.StateDict) string {
-	h := sha256.New()
+	h := digest.New()
 	for _, k := range sd.Names {
 		t := sd.Get(k)
 		fmt.Fprintf(h, "%s|%s|%v|", k, t.DType, t.Shape)
@@ -180,7 +180,7 @@ func ReadFile(path string) (*checkpoint.StateDict, FileInfo, error) {
 	}
 	defer f.Close()
 	size := fi.Size()
-	h := sha256.New()
+	h := digest.New()
 	if _, err := io.Copy(h, io.NewSectionReader(f, 0, size)); err != nil {
 		return nil, info, fmt.Errorf("%s: %w", path, err)
 	}

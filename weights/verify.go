@@ -1,12 +1,12 @@
 package weights
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/lorafit/lorafit/internal/digest"
 	"github.com/lorafit/lorafit/limits"
 )
 
@@ -33,7 +33,7 @@ func VerifyFile(path, prefix string) error {
 	if prefix == "" {
 		return nil
 	}
-	h := sha256.New()
+	h := digest.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return fmt.Errorf("hashing %s: %w", path, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backend"
+	"github.com/lorafit/lorafit/data"
 	"github.com/lorafit/lorafit/fsutil"
 	"github.com/lorafit/lorafit/report"
 	"github.com/lorafit/lorafit/study"
@@ -32,7 +33,7 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	dir := fs.String("out", "", "output directory (default runs/<timestamp>, never an existing one)")
 	resume := fs.Bool("resume", false, "continue an interrupted run in --out: finished cases are kept, the interrupted one resumes from its checkpoint")
 	force := fs.Bool("force", false, "overwrite a previous run in --out")
-	quick := fs.Bool("quick", false, "a quick run: 2,000 training and 1,000 test images")
+	quick := fs.Bool("quick", false, "a quick smoke test: 2,000 training and 1,000 test images (unless --limit-train/--limit-test say otherwise); too few steps for its accuracies to compare the cases")
 	cache := fs.Bool("cache", true, "compute each frozen prefix once for every case and epoch that reads it (cases 1 and 4 share the pooled features, 2 and 3 theirs)")
 	cacheGiB := fs.Float64("cache-budget", 0, "GiB the feature caches may take (0: a quarter of memory, at most 8)")
 	cacheBF16 := fs.Bool("cache-bf16", false, "keep cached features as bfloat16: half the memory")
@@ -47,8 +48,14 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *quick {
-		df.limitTrain, df.limitTest = orDefault(df.limitTrain, 2000), orDefault(df.limitTest, 1000)
+	if set := setFlags(fs); *quick {
+		// Limits given explicitly win (0 included: all of the data).
+		if !set["limit-train"] {
+			df.limitTrain = 2000
+		}
+		if !set["limit-test"] {
+			df.limitTest = 1000
+		}
 	}
 	cfg, err := rf.config()
 	if err != nil {
@@ -71,14 +78,30 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	trainSet, testSet, err := df.load(cfg.Preprocess.Crop, cfg.Seed)
-	if err != nil {
+	if err := df.check(); err != nil {
 		return err
 	}
+	// The data and the base load side by side: start-up is most of a
+	// --quick run's first seconds.
+	type sets struct {
+		train, test *data.Dataset
+		err         error
+	}
+	loaded := make(chan sets, 1)
+	go func() {
+		var d sets
+		d.train, d.test, d.err = df.load(cfg.Preprocess.Crop, cfg.Seed)
+		loaded <- d
+	}()
 	base, src, note, err := study.OpenWeights(ctx, bf.weights, cfg.Seed, errOut)
+	d := <-loaded
+	if d.err != nil {
+		return d.err
+	}
 	if err != nil {
 		return err
 	}
+	trainSet, testSet := d.train, d.test
 	if *dir == "" {
 		if *dir, err = newRunDir(time.Now()); err != nil {
 			return err
@@ -88,7 +111,7 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	}
 	res, err := study.Run(ctx, study.Options{
 		Backend: b, BackendName: backend.Resolve(bf.backend), Cases: nums, Weights: bf.weights, Base: base, Source: src, Note: note,
-		Train: trainSet, Test: testSet, Config: cfg, Out: *dir, Resume: *resume, Log: errOut,
+		Train: trainSet, Test: testSet, Config: cfg, Out: *dir, Resume: *resume, Quick: *quick, Log: errOut,
 		Cache:   study.CacheOptions{Off: !*cache, Budget: int64(*cacheGiB * (1 << 30)), BF16: *cacheBF16},
 		Command: strings.TrimSpace("lorafit experiment " + strings.Join(args, " ")),
 	})
@@ -96,7 +119,8 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 		if errors.Is(err, train.ErrInterrupted) {
 			return fmt.Errorf("%w\n  continue with: lorafit experiment --resume --out %s (and the same flags)", err, *dir)
 		}
-		return err
+		ckpts, _ := filepath.Glob(filepath.Join(*dir, "case*", study.CheckpointFile))
+		return withCheckpointHint(resumeError(err), "lorafit experiment --resume --out "+*dir+" (and the same flags)", ckpts...)
 	}
 	report.Table(out, res)
 	fmt.Fprintf(out, "\nwrote %s (results.json, report.md, report.html, plots, adapters) in %s\n",
@@ -125,13 +149,6 @@ func newRunDir(now time.Time) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: 999 runs in one second already", base)
-}
-
-func orDefault(v, d int) int {
-	if v > 0 {
-		return v
-	}
-	return d
 }
 
 func parseCases(s string) ([]int, error) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/classifier"
 	"github.com/lorafit/lorafit/internal/testutil"
 	"github.com/lorafit/lorafit/report"
@@ -44,7 +45,20 @@ func TestExperimentQuick(t *testing.T) {
 	if !strings.Contains(stderr, "randomly initialized") || !strings.Contains(stdout, "random-init backbone") {
 		t.Errorf("no random-backbone warning:\n%s\n%s", stderr, stdout)
 	}
+	// Its title and a note say what 31 steps a case can and cannot show.
+	if !strings.Contains(stdout, "quick run: checks that everything works; its accuracies compare nothing") ||
+		!strings.Contains(stdout, "NOTE: a quick run trains each case for 31 steps on 2,000 images") ||
+		!strings.Contains(stdout, "expect near chance, 0.10") {
+		t.Errorf("the quick run's table does not say what its numbers mean:\n%s", stdout)
+	}
 	r := readResults(t, out)
+	if r.Caveat == "" || r.Environment.GoExperiment != backend.Experiments() || r.Environment.LorafitVersion == "" {
+		t.Errorf("results.json: caveat %q, go_experiment %q (built with %q), lorafit_version %q",
+			r.Caveat, r.Environment.GoExperiment, backend.Experiments(), r.Environment.LorafitVersion)
+	}
+	if html, err := os.ReadFile(filepath.Join(out, "report.html")); err != nil || !strings.Contains(string(html), "a quick run trains each case") {
+		t.Errorf("report.html lacks the quick-run caveat (%v)", err)
+	}
 	if !r.Weights.Random || r.Data.Train != 2000 || r.Data.Test != 1000 || len(r.Cases) != 4 {
 		t.Fatalf("results: random=%v train=%d test=%d cases=%d", r.Weights.Random, r.Data.Train, r.Data.Test, len(r.Cases))
 	}

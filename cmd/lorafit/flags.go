@@ -232,13 +232,21 @@ func (f *dataFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.limitTest, "limit-test", 0, "use only N test images (0: all)")
 }
 
-// load opens the dataset at the input side the run uses and applies the limits.
-func (f *dataFlags) load(side int, seed uint64) (trainSet, testSet *data.Dataset, err error) {
+// check refuses values that make no sense, before anything is loaded.
+func (f *dataFlags) check() error {
 	if !(f.valSplit > 0 && f.valSplit < 1) {
-		return nil, nil, usageErrorf("--val-split %v: want a fraction in (0, 1)", f.valSplit)
+		return usageErrorf("--val-split %v: want a fraction in (0, 1)", f.valSplit)
 	}
 	if f.limitTrain < 0 || f.limitTest < 0 {
-		return nil, nil, usageErrorf("--limit-train and --limit-test: want 0 (all) or more")
+		return usageErrorf("--limit-train and --limit-test: want 0 (all) or more")
+	}
+	return nil
+}
+
+// load opens the dataset at the input side the run uses and applies the limits.
+func (f *dataFlags) load(side int, seed uint64) (trainSet, testSet *data.Dataset, err error) {
+	if err := f.check(); err != nil {
+		return nil, nil, err
 	}
 	trainSet, testSet, err = data.Load(f.data, data.Options{Size: side, ValSplit: f.valSplit, Seed: seed, FashionDir: f.dir})
 	if err != nil {

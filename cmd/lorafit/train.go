@@ -99,15 +99,23 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 	}
 	job := &study.Job{Backend: b, Base: base, Adapter: a, Train: trainSet, Test: testSet, Config: cfg, Dir: *dir, Log: errOut, SaveModel: sf.full,
 		BaseInfo: adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}}
+	if *resume {
+		cr, err := job.Finished()
+		if err != nil {
+			return resumeError(err)
+		}
+		if cr != nil {
+			fmt.Fprintf(out, "%s: this run had already finished: test accuracy %.4f on %d images; adapter %s (%s bytes)\n",
+				strings.TrimSuffix(*dir, "/"), cr.Accuracy, testSet.Len(), cr.AdapterDir, report.Thousands(cr.AdapterBytes))
+			return nil
+		}
+	}
 	cr, err := job.Run(ctx)
 	if err != nil {
 		if errors.Is(err, train.ErrInterrupted) {
 			return fmt.Errorf("%w\n  continue with the same command and --resume", err)
 		}
-		return err
-	}
-	if err := fsutil.WriteJSON(filepath.Join(*dir, "result.json"), cr); err != nil {
-		return err
+		return withCheckpointHint(resumeError(err), "the same command and --resume", filepath.Join(*dir, study.CheckpointFile))
 	}
 	resumed := ""
 	if cr.ResumedAtStep > 0 {
@@ -119,4 +127,37 @@ func runTrain(fs *flag.FlagSet, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "%s: the whole fine-tuned network, torchvision's keys: use it as --weights\n", cr.ModelFile)
 	}
 	return nil
+}
+
+// withCheckpointHint adds to a failure after training made progress (a
+// full disk, say) that the checkpoints are intact and how to continue.
+func withCheckpointHint(err error, continueWith string, checkpoints ...string) error {
+	var ie *train.IdentityError
+	if errors.As(err, &ie) {
+		return err
+	}
+	var kept []string
+	for _, c := range checkpoints {
+		if st, serr := os.Stat(c); serr == nil && st.Mode().IsRegular() {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) == 0 {
+		return err
+	}
+	verb := " is"
+	if len(kept) > 1 {
+		verb = " are"
+	}
+	return fmt.Errorf("%w\n  %s%s intact: once the cause is fixed, continue with %s", err, strings.Join(kept, ", "), verb, continueWith)
+}
+
+// resumeError makes a refused resume (a checkpoint or result of another
+// run) a usage error: the fix is in the command line.
+func resumeError(err error) error {
+	var ie *train.IdentityError
+	if errors.As(err, &ie) {
+		return usageErrorf("%v\n  --resume continues a run with the same settings: repeat the first run's flags, or start over with --force", err)
+	}
+	return err
 }
