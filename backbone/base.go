@@ -1,7 +1,6 @@
 package backbone
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/lorafit/lorafit/checkpoint"
+	"github.com/lorafit/lorafit/internal/digest"
 	"github.com/lorafit/lorafit/nn"
 )
 
@@ -116,7 +116,7 @@ func (b *Base) StateDict() *checkpoint.StateDict {
 // Digest hashes every tensor as it is now: equal before and after training
 // an adapter, or the base was modified.
 func (b *Base) Digest() string {
-	h := sha256.New()
+	h := digest.New()
 	for _, p := range b.Net.Params() {
 		t := b.tensors[p.Name]
 		fmt.Fprintf(h, "%s|%s|", p.Name, t.Shape())
