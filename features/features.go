@@ -32,6 +32,7 @@ import (
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/classifier"
 	"github.com/lorafit/lorafit/preprocess"
+	"github.com/lorafit/lorafit/progress"
 )
 
 // Data is a labelled image set (what train.Data is).
@@ -204,7 +205,10 @@ func Build(ctx context.Context, b compute.Backend, base *backbone.Base, d Data, 
 	idx := make([]int, 0, batch)
 	img := make([]float32, batch*3*side*side)
 	labels := make([]int32, batch)
-	done, next := 0, total/10
+	done, bar := 0, progress.New(o.Progress)
+	text := func() string {
+		return fmt.Sprintf("   features: %d/%d images (%.0f img/s)", done, total, float64(done)/time.Since(start).Seconds())
+	}
 	for v := range views {
 		for lo := 0; lo < n; lo += batch {
 			if err := ctx.Err(); err != nil {
@@ -238,12 +242,10 @@ func Build(ctx context.Context, b compute.Backend, base *backbone.Base, d Data, 
 			}
 			x.FinalizeAll()
 			done += k
-			if o.Progress != nil && done >= next {
-				fmt.Fprintf(o.Progress, "   features: %d/%d images (%.0f img/s)\n", done, total, float64(done)/time.Since(start).Seconds())
-				next += max(total/10, 1)
-			}
+			bar.Update(int64(done), int64(total), text)
 		}
 	}
+	bar.End()
 	return caches, nil
 }
 

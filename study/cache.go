@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lorafit/lorafit/adapter"
@@ -116,7 +117,7 @@ func stageNames(net backbone.Network, stages []int) string {
 	for _, st := range stages {
 		s = append(s, "the input of "+net.Stages()[st])
 	}
-	return fmt.Sprint(s)
+	return strings.Join(s, " and ")
 }
 
 // forCase is case n's training and test features (nil when not cached).

@@ -146,7 +146,7 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 		res.Title += " — quick run: checks that everything works; its accuracies compare nothing"
 		res.Caveat = QuickCaveat(o.Train.Len()/c.Batch*c.Epochs, o.Train.Len(), o.Train.NumClasses(), src.Random)
 	}
-	info := adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}
+	info := BaseInfo(base, src)
 	adapters := map[int]*adapter.Adapter{}
 	for _, n := range o.Cases {
 		spec, err := CaseSpec(n, base.Net)
@@ -176,6 +176,11 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// BaseInfo is what an adapter records of the base it was trained on.
+func BaseInfo(base *backbone.Base, src *weights.Source) adapter.BaseInfo {
+	return adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()}
 }
 
 // CaseSpec is case n of the study (adapter.Case), or for report.FullCase

@@ -24,7 +24,7 @@ func interrupted(t *testing.T, cfg Config, n int) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := tr.Fit(ctx, &cancelAfter{synth: newSynth(48, 1), n: n, cancel: cancel}); !errors.Is(err, ErrInterrupted) {
+	if _, err := tr.Fit(ctx, &cancelAfter{synth: newSynth(48, 1), n: n + 1, cancel: cancel}); !errors.Is(err, ErrInterrupted) {
 		t.Fatalf("interrupted run: %v", err)
 	}
 	return cfg.Checkpoint

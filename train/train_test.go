@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -198,6 +199,9 @@ func TestDeterministic(t *testing.T) {
 }
 
 // cancelAfter is Data that cancels a context after n batches were filled.
+// cancelAfter cancels once n batches have been filled. The trainer fills
+// the next batch while the current step runs, so the run stops after step
+// n-1: cancelAfter{n: k + 1} interrupts at step k exactly.
 type cancelAfter struct {
 	*synth
 	n      int
@@ -211,54 +215,94 @@ func (c *cancelAfter) Fill(idx []int, p preprocess.Preprocess, rng *rand.Rand, d
 	}
 }
 
+// newFull is full fine-tuning of the width-4 ResNet-50 fixture: every
+// weight trainable, batch norms in train mode with running statistics.
+func newFull(t *testing.T) (*backbone.Base, *adapter.Adapter) {
+	t.Helper()
+	base, err := fixtureBase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := adapter.Full(base.Net)
+	spec.ReplaceFC, spec.NumClasses = true, 4
+	a, err := adapter.New(base.Net, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Init(base, 1); err != nil {
+		t.Fatal(err)
+	}
+	return base, a
+}
+
 // TestResume: a run interrupted mid-epoch and resumed from its checkpoint
-// ends with the same weights as an uninterrupted run.
+// ends with the same weights — and, for full fine-tuning, the same batch
+// norm running statistics and counts — as an uninterrupted run.
 func TestResume(t *testing.T) {
-	want, wantRes, err := fit(t, recipe, context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := recipe
-	cfg.Checkpoint = filepath.Join(t.TempDir(), "ckpt.safetensors")
-	base, a := newNet(t)
-	tr, err := New(goBackend(), base, a, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	_, err = tr.Fit(ctx, &cancelAfter{synth: newSynth(48, 1), n: 8, cancel: cancel}) // epoch 2, step 2
-	if !errors.Is(err, ErrInterrupted) {
-		t.Fatalf("interrupted run: %v", err)
-	}
-	cfg.Resume = true
-	base, a2 := newNet(t)
-	tr2, err := New(goBackend(), base, a2, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := tr2.Fit(context.Background(), newSynth(48, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The cancel lands while batch 8 is prepared (the next batch is filled
-	// during the current step): the run stops after step 7 or 8.
-	if !res.Resumed || res.ResumedAt < 7 || res.ResumedAt > 8 || res.Steps != 12-res.ResumedAt {
-		t.Fatalf("resumed=%v at step %d, ran %d steps; want the remaining ones of 12", res.Resumed, res.ResumedAt, res.Steps)
-	}
-	if !slices.Equal(res.History, wantRes.History) {
-		t.Errorf("the resumed run's history is not the whole run's:\n%v\n%v", res.History, wantRes.History)
-	}
-	w1, w2 := weightsOf(t, want), weightsOf(t, tr2.Adapter())
-	for _, k := range w1.Names {
-		if string(w1.Get(k).Data) != string(w2.Get(k).Data) {
-			t.Fatalf("%s: resumed run differs from the uninterrupted one", k)
-		}
+	for _, tc := range []struct {
+		name string
+		net  func(*testing.T) (*backbone.Base, *adapter.Adapter)
+	}{{"lora", newNet}, {"full", newFull}} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := func(cfg Config, data Data) (*Trainer, *Result, error) {
+				base, a := tc.net(t)
+				tr, err := New(goBackend(), base, a, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := tr.Fit(context.Background(), data)
+				return tr, res, err
+			}
+			whole, wantRes, err := run(recipe, newSynth(48, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := recipe
+			cfg.Checkpoint = filepath.Join(t.TempDir(), "ckpt.safetensors")
+			base, a := tc.net(t)
+			tr, err := New(goBackend(), base, a, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			_, err = tr.Fit(ctx, &cancelAfter{synth: newSynth(48, 1), n: 9, cancel: cancel}) // step 8: epoch 2, step 2
+			if !errors.Is(err, ErrInterrupted) {
+				t.Fatalf("interrupted run: %v", err)
+			}
+			cfg.Resume = true
+			tr2, res, err := run(cfg, newSynth(48, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Resumed || res.ResumedAt != 8 || res.Steps != 4 {
+				t.Fatalf("resumed=%v at step %d, ran %d steps; want 4 from step 8 of 12", res.Resumed, res.ResumedAt, res.Steps)
+			}
+			if !slices.Equal(res.History, wantRes.History) {
+				t.Errorf("the resumed run's history is not the whole run's:\n%v\n%v", res.History, wantRes.History)
+			}
+			w1, w2 := weightsOf(t, whole.Adapter()), weightsOf(t, tr2.Adapter())
+			buffers := 0
+			for _, k := range w1.Names {
+				if strings.HasSuffix(k, ".running_var") || strings.HasSuffix(k, ".num_batches_tracked") {
+					buffers++
+				}
+				if w2.Get(k) == nil || string(w1.Get(k).Data) != string(w2.Get(k).Data) {
+					t.Fatalf("%s: resumed run differs from the uninterrupted one", k)
+				}
+			}
+			if tc.name == "full" && buffers != 2*53 { // ResNet-50 has 53 batch norms
+				t.Errorf("%d running_var/num_batches_tracked tensors compared, want %d", buffers, 2*53)
+			}
+		})
 	}
 	// A checkpoint of another recipe is refused, naming the field.
-	cfg.Seed = 6
-	base, a3 := newNet(t)
-	tr3, _ := New(goBackend(), base, a3, cfg)
-	_, err = tr3.Fit(context.Background(), newSynth(48, 1))
+	cfg := recipe
+	cfg.Checkpoint = filepath.Join(t.TempDir(), "ckpt.safetensors")
+	if _, _, err := fit(t, cfg, context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Resume, cfg.Seed = true, 6
+	_, _, err := fit(t, cfg, context.Background())
 	var ie *IdentityError
 	if !errors.As(err, &ie) || len(ie.Differences) != 1 || ie.Differences[0] != (Difference{"seed", "5", "6"}) {
 		t.Fatalf("resumed a checkpoint saved with another seed: %v", err)

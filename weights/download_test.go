@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lorafit/lorafit/progress"
 )
 
 // fixture is a fake checkpoint plus a Weights value naming it the way
@@ -490,7 +492,9 @@ func TestProgressNonTerminal(t *testing.T) {
 func TestProgressTerminal(t *testing.T) {
 	var buf bytes.Buffer
 	clock := time.Unix(0, 0)
-	p := &progressBar{w: &buf, tty: true, name: "x.pth", now: func() time.Time { return clock }, total: -1, lastStep: -1, printed: -1}
+	line := progress.NewTerminal(&buf)
+	line.Now = func() time.Time { return clock }
+	p := &progressBar{line: line, name: "x.pth", total: -1}
 	p.begin(500_000, 10_000_000) // resumed at 0.5 MB
 	for i := 0; i < 10; i++ {
 		clock = clock.Add(time.Second)

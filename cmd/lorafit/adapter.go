@@ -13,6 +13,7 @@ import (
 	"github.com/lorafit/lorafit/classifier"
 	"github.com/lorafit/lorafit/preprocess"
 	"github.com/lorafit/lorafit/resnet"
+	"github.com/lorafit/lorafit/study"
 )
 
 func runParams(fs *flag.FlagSet, args []string, out io.Writer) error {
@@ -121,7 +122,7 @@ func runAdapter(fs *flag.FlagSet, args []string, out io.Writer) error {
 		return err
 	}
 	a.Info = adapter.Info{
-		Base:       adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256, NumClasses: base.Net.NumClasses()},
+		Base:       study.BaseInfo(base, src),
 		Preprocess: preprocess.Native(size),
 	}
 	if err := a.Save(*dir, dt); err != nil {

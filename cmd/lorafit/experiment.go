@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,10 +14,8 @@ import (
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/data"
-	"github.com/lorafit/lorafit/fsutil"
 	"github.com/lorafit/lorafit/report"
 	"github.com/lorafit/lorafit/study"
-	"github.com/lorafit/lorafit/train"
 )
 
 func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
@@ -30,9 +27,9 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	var rf recipeFlags
 	rf.register(fs)
 	cases := fs.String("cases", "1,2,3,4", "which cases of the founding study to run, and full for the full fine-tuning reference row")
-	dir := fs.String("out", "", "output directory (default runs/<timestamp>, never an existing one)")
-	resume := fs.Bool("resume", false, "continue an interrupted run in --out: finished cases are kept, the interrupted one resumes from its checkpoint")
-	force := fs.Bool("force", false, "overwrite a previous run in --out")
+	var of outFlags
+	of.register(fs, "output directory (default runs/<timestamp>, never an existing one)",
+		"continue an interrupted run in --out: finished cases are kept, the interrupted one resumes from its checkpoint")
 	quick := fs.Bool("quick", false, "a quick smoke test: 2,000 training and 1,000 test images (unless --limit-train/--limit-test say otherwise); too few steps for its accuracies to compare the cases")
 	cache := fs.Bool("cache", true, "compute each frozen prefix once for every case and epoch that reads it (cases 1 and 4 share the pooled features, 2 and 3 theirs)")
 	cacheGiB := fs.Float64("cache-budget", 0, "GiB the feature caches may take (0: a quarter of memory, at most 8)")
@@ -64,11 +61,11 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 	if !(*cacheGiB >= 0 && *cacheGiB < 1<<20) {
 		return usageErrorf("--cache-budget %v: want 0 (automatic) or a size in GiB", *cacheGiB)
 	}
-	if *resume && *dir == "" {
+	if of.resume && of.dir == "" {
 		return usageErrorf("--resume needs the --out directory of the run to continue")
 	}
-	if *dir != "" {
-		if err := checkOutDir(*dir, *resume, *force); err != nil {
+	if of.dir != "" {
+		if err := of.check(); err != nil {
 			return err
 		}
 	}
@@ -102,29 +99,24 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 		return err
 	}
 	trainSet, testSet := d.train, d.test
-	if *dir == "" {
-		if *dir, err = newRunDir(time.Now()); err != nil {
+	if of.dir == "" {
+		if of.dir, err = newRunDir(time.Now()); err != nil {
 			return err
 		}
-	} else if _, err := os.Stat(*dir); err == nil {
-		_, _ = fsutil.Clean(*dir) // what a killed run's writes left
 	}
+	of.clean()
 	res, err := study.Run(ctx, study.Options{
 		Backend: b, BackendName: backend.Resolve(bf.backend), Cases: nums, Weights: bf.weights, Base: base, Source: src, Note: note,
-		Train: trainSet, Test: testSet, Config: cfg, Out: *dir, Resume: *resume, Quick: *quick, Log: errOut,
+		Train: trainSet, Test: testSet, Config: cfg, Out: of.dir, Resume: of.resume, Quick: *quick, Log: errOut,
 		Cache:   study.CacheOptions{Off: !*cache, Budget: int64(*cacheGiB * (1 << 30)), BF16: *cacheBF16},
 		Command: strings.TrimSpace("lorafit experiment " + strings.Join(args, " ")),
 	})
 	if err != nil {
-		if errors.Is(err, train.ErrInterrupted) {
-			return fmt.Errorf("%w\n  continue with: lorafit experiment --resume --out %s (and the same flags)", err, *dir)
-		}
-		ckpts, _ := filepath.Glob(filepath.Join(*dir, "case*", study.CheckpointFile))
-		return withCheckpointHint(resumeError(err), "lorafit experiment --resume --out "+*dir+" (and the same flags)", ckpts...)
+		return of.failed(err, "lorafit experiment --resume --out "+of.dir+" (and the same flags)")
 	}
 	report.Table(out, res)
 	fmt.Fprintf(out, "\nwrote %s (results.json, report.md, report.html, plots, adapters) in %s\n",
-		*dir, time.Duration(res.WallSeconds*float64(time.Second)).Round(time.Second))
+		of.dir, time.Duration(res.WallSeconds*float64(time.Second)).Round(time.Second))
 	return nil
 }
 

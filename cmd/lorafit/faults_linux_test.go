@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -204,9 +205,8 @@ func TestPredictMemoryBound(t *testing.T) {
 		}
 	}
 	// gctrace prints the live heap after each collection ("gc 7 @3.4s …
-	// 67->68->47 MB"): the memory the process holds on to, which peak RSS
-	// follows at GOGC's ratio.
-	env := append(isolatedEnv(t), "GODEBUG=gctrace=1")
+	// 67->68->47 MB"): the memory the process holds on to.
+	env := append(isolatedEnv(t), "GODEBUG=gctrace=1", "GOGC=25")
 	live := regexp.MustCompile(`(?m)^gc \d+ @.* \d+->\d+->(\d+) MB`)
 	measure := func(images []string) (rss, heap int64) {
 		args := append([]string{"predict", "--weights", "random", "--model", "resnet18", "--image-size", "64", "--batch", "8", "--json"}, images...)
@@ -239,9 +239,18 @@ func TestPredictMemoryBound(t *testing.T) {
 		if n := strings.Count(stdout, "\n"); n != len(images) {
 			t.Fatalf("%d predictions for %d images", n, len(images))
 		}
+		// The live heap of one collection moves by ±50 MiB with what is in
+		// flight when it runs. GOGC=25 makes dozens of collections while the
+		// images are classified; the median of the run's second half is
+		// what it holds on to once under way.
+		var lives []int64
 		for _, m := range live.FindAllStringSubmatch(stderr, -1) {
 			mb, _ := strconv.ParseInt(m[1], 10, 64)
-			heap = max(heap, mb<<20)
+			lives = append(lives, mb<<20)
+		}
+		if lives = lives[len(lives)/2:]; len(lives) > 0 {
+			slices.Sort(lives)
+			heap = lives[len(lives)/2]
 		}
 		return rss, heap
 	}
@@ -252,12 +261,12 @@ func TestPredictMemoryBound(t *testing.T) {
 	if heap500 == 0 {
 		t.Fatal("no gctrace lines: cannot see the live heap")
 	}
-	if heap1500 > heap500+32<<20 { // it moves by ±16 MiB between collections
+	if heap1500 > heap500+32<<20 {
 		t.Errorf("memory grows with the number of images: 1,000 more images add %d MiB of live heap", (heap1500-heap500)>>20)
 	}
 	// Peak RSS moves by ±40 MiB with the GC's timing, so it is bounded by
-	// what GOGC=100 allows over that live heap (2×) plus the binary and
-	// runtime, not compared between runs.
+	// what the GC may allow over that live heap (2× even at GOGC=100) plus
+	// the binary and runtime, not compared between runs.
 	if bound := 2*heap1500 + 128<<20; rss1500 > bound {
 		t.Errorf("peak RSS %d MiB exceeds 2 × live heap + 128 MiB = %d MiB: memory outside the Go heap grows", rss1500>>20, bound>>20)
 	}

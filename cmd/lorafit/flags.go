@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/gomlx/compute"
@@ -14,9 +16,11 @@ import (
 	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/data"
+	"github.com/lorafit/lorafit/fsutil"
 	"github.com/lorafit/lorafit/lora"
 	"github.com/lorafit/lorafit/preprocess"
 	"github.com/lorafit/lorafit/resnet"
+	"github.com/lorafit/lorafit/study"
 	"github.com/lorafit/lorafit/train"
 	"github.com/lorafit/lorafit/weights"
 )
@@ -310,21 +314,71 @@ func checkImageSize(n int) error {
 	return nil
 }
 
-// checkOutDir checks a verb's output directory before anything runs: it
-// must not hold a previous run unless resuming or forced, so two runs never
-// mix their files. It is created only once the run starts.
-func checkOutDir(dir string, resume, force bool) error {
-	entries, err := os.ReadDir(dir)
+// outFlags is a run's output directory and what may happen to a previous
+// run found there (train, experiment).
+type outFlags struct {
+	dir           string
+	resume, force bool
+}
+
+func (of *outFlags) register(fs *flag.FlagSet, dirUsage, resumeUsage string) {
+	fs.StringVar(&of.dir, "out", "", dirUsage)
+	fs.BoolVar(&of.resume, "resume", false, resumeUsage)
+	fs.BoolVar(&of.force, "force", false, "overwrite a previous run in --out")
+}
+
+// check runs before anything else: the directory must not hold a previous
+// run unless resuming or forced, so two runs never mix their files. It is
+// created only once the run starts.
+func (of *outFlags) check() error {
+	entries, err := os.ReadDir(of.dir)
 	switch {
 	case os.IsNotExist(err):
-		if resume {
-			return usageErrorf("--resume: %s does not exist", dir)
+		if of.resume {
+			return usageErrorf("--resume: %s does not exist", of.dir)
 		}
 		return nil
 	case err != nil:
 		return err
-	case len(entries) > 0 && !resume && !force:
-		return usageErrorf("%s already holds files: pass --resume to continue that run or --force to overwrite it", dir)
+	case len(entries) > 0 && !of.resume && !of.force:
+		return usageErrorf("%s already holds files: pass --resume to continue that run or --force to overwrite it", of.dir)
 	}
 	return nil
+}
+
+// clean removes what a killed run's writes left (temporary files) once the
+// run starts.
+func (of *outFlags) clean() {
+	if _, err := os.Stat(of.dir); err == nil {
+		_, _ = fsutil.Clean(of.dir)
+	}
+}
+
+// failed explains a run's failure: how to continue an interrupted one, a
+// refused resume as a usage error, and which checkpoints survived
+// anything else (a full disk, say).
+func (of *outFlags) failed(err error, continueWith string) error {
+	if errors.Is(err, train.ErrInterrupted) {
+		return fmt.Errorf("%w\n  continue with %s", err, continueWith)
+	}
+	var ie *train.IdentityError
+	if errors.As(err, &ie) {
+		return usageErrorf("%v\n  --resume continues a run with the same settings: repeat the first run's flags, or start over with --force", err)
+	}
+	ckpts, _ := filepath.Glob(filepath.Join(of.dir, study.CheckpointFile))
+	more, _ := filepath.Glob(filepath.Join(of.dir, "*", study.CheckpointFile))
+	var kept []string
+	for _, c := range append(ckpts, more...) {
+		if st, serr := os.Stat(c); serr == nil && st.Mode().IsRegular() {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) == 0 {
+		return err
+	}
+	verb := " is"
+	if len(kept) > 1 {
+		verb = " are"
+	}
+	return fmt.Errorf("%w\n  %s%s intact: once the cause is fixed, continue with %s", err, strings.Join(kept, ", "), verb, continueWith)
 }
