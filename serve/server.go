@@ -677,8 +677,11 @@ func (s *Server) parsePredict(r *http.Request) (name string, ups []upload, topK 
 // bodyError keeps the status of a body that was too large or too slow
 // (413, 408) and calls anything else malformed (400).
 func bodyError(what string, err error) error {
-	if code := statusOf(err); code == http.StatusRequestEntityTooLarge || code == http.StatusRequestTimeout {
+	switch statusOf(err) {
+	case http.StatusRequestEntityTooLarge:
 		return err
+	case http.StatusRequestTimeout:
+		return errorf(http.StatusRequestTimeout, "the request body did not arrive in time (%v)", err)
 	}
 	return errorf(http.StatusBadRequest, "%s: %v", what, err)
 }
