@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -43,7 +46,10 @@ type Engine struct {
 	fcStage   int // stages [0, fcStage) are the trunk: stem, blocks, pool
 	trunkFeed *classifier.Feed
 	modules   map[string]nn.Module
-	order     map[string]int // module name → position in the network
+	order     map[string]int    // module name → position in the network
+	bnOf      map[string]string // conv → the batch norm folded into it
+	feedIndex map[string]int    // trunk feed key → position
+	merge     bool
 
 	mu       sync.Mutex // guards what follows
 	trunks   map[string]*trunkExec
@@ -63,6 +69,11 @@ type EngineOptions struct {
 	// target modules seen in a batch (default 16); the least recently used
 	// is dropped.
 	MaxTrunkGraphs int
+	// NoMerge turns off the merged path: without it, a batch whose samples
+	// all use one adapter runs the plain trunk on that adapter's merged
+	// weights (W + scaling·B·A, precomputed when it is prepared), at the
+	// speed of a merged model.
+	NoMerge bool
 }
 
 // NewEngine prepares base for serving on backend b.
@@ -87,7 +98,11 @@ func NewEngine(b compute.Backend, base *backbone.Base, opts EngineOptions) *Engi
 	e := &Engine{
 		Base: base, backend: b, buckets: bs, maxTrunks: opts.MaxTrunkGraphs,
 		fcStage: base.Net.StageOf("fc"), modules: map[string]nn.Module{}, order: map[string]int{},
+		bnOf: map[string]string{}, feedIndex: map[string]int{}, merge: !opts.NoMerge,
 		trunks: map[string]*trunkExec{},
+	}
+	for _, pair := range base.Net.ConvBNs() {
+		e.bnOf[pair.Conv.Name] = pair.BN
 	}
 	if e.maxTrunks <= 0 {
 		e.maxTrunks = 16
@@ -101,6 +116,7 @@ func NewEngine(b compute.Backend, base *backbone.Base, opts EngineOptions) *Engi
 	all := classifier.BaseFeed(base, nil)
 	for i, k := range all.Keys {
 		if !strings.HasPrefix(k, "fc.") {
+			e.feedIndex[k] = len(e.trunkFeed.Keys)
 			e.trunkFeed.Add(k, all.Values[i])
 		}
 	}
@@ -133,12 +149,14 @@ type Model struct {
 	// Bytes is the memory its tensors take.
 	Bytes int64
 
-	engine *Engine
-	h      held
-	loras  []trunkLoRA // LoRA targets in the trunk, in network order
-	tail   *Exec       // fc (its LoRA) and the head, on pooled features
-	full   *Exec       // the whole network, for a model that is not Shared
-	feed   *classifier.Feed
+	engine   *Engine
+	h        held
+	loras    []trunkLoRA // LoRA targets in the trunk, in network order
+	merged   []any       // the trunk's arguments with loras merged in (nil: not mergeable)
+	tail     *Exec       // fc (its LoRA) and the head, on pooled features
+	bakeTail bool        // the tail's tensors are constants of its graph
+	full     *Exec       // the whole network, for a model that is not Shared
+	feed     *classifier.Feed
 }
 
 // trunkLoRA is one LoRA target of the trunk, laid out for concatenation
@@ -209,6 +227,14 @@ func (e *Engine) Prepare(name string, a *adapter.Adapter, pre preprocess.Preproc
 			m.Bytes += 4 * int64(len(m.loras[len(m.loras)-1].a)+len(m.loras[len(m.loras)-1].b))
 		}
 		slices.SortFunc(m.loras, func(x, y trunkLoRA) int { return e.order[x.module.Name] - e.order[y.module.Name] })
+		if e.merge && len(m.loras) > 0 {
+			m.merged = e.mergeTrunk(m)
+			for i, v := range m.merged {
+				if v != e.trunkFeed.Values[i] {
+					m.Bytes += 4 * int64(v.(*tensors.Tensor).Size())
+				}
+			}
+		}
 	}
 	// The tail reads the base's fc unless the adapter has its own, and the
 	// adapter's fc, head and fc LoRA tensors.
@@ -229,9 +255,18 @@ func (e *Engine) Prepare(name string, a *adapter.Adapter, pre preprocess.Preproc
 			m.feed.Add(k, e.Base.Tensor(k))
 		}
 	}
+	// On a backend that prefers constants (the Go backend then packs each
+	// weight matrix once, not on every call), the tail's tensors are baked
+	// into one graph per model whose batch axis is dynamic: a copy of the
+	// model's fc and head, not one per batch size. Otherwise they are fed.
+	m.bakeTail = classifier.BakeBase(e.backend)
 	exec, err := NewExec(e.backend, func(inputs []*Node) *Node {
 		w := nn.Weights{}
-		m.feed.Bind(inputs[1:], w)
+		if m.bakeTail {
+			m.feed.Consts(inputs[0].Graph(), w)
+		} else {
+			m.feed.Bind(inputs[1:], w)
+		}
 		f := &classifier.Forward{Net: e.Base.Net, Adapter: a, Weights: w}
 		return f.Logits(inputs[0], e.fcStage)
 	})
@@ -239,6 +274,12 @@ func (e *Engine) Prepare(name string, a *adapter.Adapter, pre preprocess.Preproc
 		return nil, err
 	}
 	m.tail = exec.SetMaxCache(-1).WithName("serve-tail-" + name)
+	if m.bakeTail {
+		m.tail = m.tail.WithDynamicAxes([]string{"batch", ""})
+		for _, v := range m.feed.Values {
+			m.Bytes += 2 * 4 * int64(v.Size()) // the constants and their packed copy
+		}
+	}
 	return m, nil
 }
 
@@ -265,6 +306,52 @@ func layoutLoRA(a *adapter.Adapter, m nn.Module, r int, scaling float64) trunkLo
 	return trunkLoRA{module: m, rank: r, a: av, b: dense}
 }
 
+// mergeTrunk returns the trunk's arguments with m's LoRA folded into the
+// conv weights: W' = W + s·(A·B) per output channel o, where A·B is
+// scaling·B·A in graph layout and s the batch norm's scale already folded
+// into W (the delta the hook adds is scaled the same way). A grouped conv's
+// update mixes every input channel and cannot be folded into its grouped
+// weight: then nil, and m always takes the mixed path.
+func (e *Engine) mergeTrunk(m *Model) []any {
+	args := e.trunkFeed.Args()
+	for _, l := range m.loras {
+		if l.module.NumGroups() > 1 {
+			return nil
+		}
+		key := l.module.Name + ".weight"
+		var scale []float32
+		if bn, ok := e.bnOf[l.module.Name]; ok {
+			if _, folded := e.feedIndex[l.module.Name+backbone.FoldedWeight]; folded {
+				key = l.module.Name + backbone.FoldedWeight
+				scale = tensors.MustCopyFlatData[float32](e.Base.Folded()[bn+backbone.FoldedScale])
+			}
+		}
+		i, ok := e.feedIndex[key]
+		if !ok {
+			return nil
+		}
+		w := e.trunkFeed.Values[i]
+		v := tensors.MustCopyFlatData[float32](w) // [K,K,C,O]
+		o, r := l.module.Out, l.rank
+		for row := range len(v) / o {
+			a := l.a[row*r : (row+1)*r]
+			dst := v[row*o : (row+1)*o]
+			for c := range o {
+				var d float64
+				for k, av := range a {
+					d += float64(av) * float64(l.b[k*o+c])
+				}
+				if scale != nil {
+					d *= float64(scale[c])
+				}
+				dst[c] += float32(d)
+			}
+		}
+		args[i] = tensors.FromFlatDataAndDimensions(v, w.Shape().Dimensions...)
+	}
+	return args
+}
+
 // Close releases the model's compiled graphs. It must not be running.
 func (m *Model) Close() {
 	for _, x := range []*Exec{m.tail, m.full} {
@@ -287,6 +374,7 @@ type Stats struct {
 	Padded   int           // samples run, padding included
 	Adapters int           // distinct models
 	Trunks   int           // shared-trunk passes (one per input size)
+	Merged   int           // of which on one adapter's merged weights
 	Solo     int           // sub-batches of models that cannot share the trunk
 	Trunk    time.Duration // time in trunk passes
 	Tails    time.Duration // time in per-model tails and solo passes
@@ -359,8 +447,9 @@ func (e *Engine) runShared(items []Item, idx []int, s int, out [][]float32, st *
 	t0 := time.Now()
 	n := e.Bucket(len(idx))
 	// Slots: the distinct models with LoRA in the trunk, in order of first
-	// appearance; their count is rounded up to a power of two, and each
-	// module's rank to one, so that a few graphs serve every mix.
+	// appearance; their count is rounded up to a power of two (at least
+	// minSlots), and each module's rank to one, so that a few graphs serve
+	// every mix.
 	slot := map[*Model]int{}
 	var slotted []*Model
 	for _, i := range idx {
@@ -371,7 +460,21 @@ func (e *Engine) runShared(items []Item, idx []int, s int, out [][]float32, st *
 			}
 		}
 	}
-	numSlots := pow2(len(slotted))
+	merged := false
+	if len(slotted) == 1 && slotted[0].merged != nil {
+		merged = true
+		for _, i := range idx {
+			merged = merged && items[i].Model == slotted[0]
+		}
+	}
+	if merged {
+		// One adapter alone: the plain trunk on its merged weights.
+		slotted = nil
+	}
+	numSlots := 0
+	if len(slotted) > 0 {
+		numSlots = max(minSlots, pow2(len(slotted)))
+	}
 	rankOf := map[string]int{}
 	var modules []nn.Module
 	for _, m := range slotted {
@@ -402,7 +505,12 @@ func (e *Engine) runShared(items []Item, idx []int, s int, out [][]float32, st *
 			args = append(args, a, b)
 		}
 	}
-	args = append(args, e.trunkFeed.Args()...)
+	if merged {
+		args = append(args, items[idx[0]].Model.merged...)
+		st.Merged++
+	} else {
+		args = append(args, e.trunkFeed.Args()...)
+	}
 	sig := fmt.Sprint(n, s, numSlots, rankOf)
 	trunk, err := e.acquireTrunk(modules, sig)
 	if err != nil {
@@ -431,12 +539,18 @@ func (e *Engine) runShared(items []Item, idx []int, s int, out [][]float32, st *
 	}
 	for _, m := range order {
 		rs := rows[m]
-		k := e.Bucket(len(rs))
+		k := len(rs) // the baked tail's batch axis is dynamic
+		if !m.bakeTail {
+			k = e.Bucket(len(rs))
+		}
 		feat := make([]float32, k*f)
 		for j, r := range rs {
 			copy(feat[j*f:(j+1)*f], pooled[r*f:(r+1)*f])
 		}
-		targs := append([]any{tensors.FromFlatDataAndDimensions(feat, k, f)}, m.feed.Args()...)
+		targs := []any{tensors.FromFlatDataAndDimensions(feat, k, f)}
+		if !m.bakeTail {
+			targs = append(targs, m.feed.Args()...)
+		}
 		logits, err := callFlat(m.tail, targs)
 		if err != nil {
 			return fmt.Errorf("%s: %w", m.Name, err)
@@ -447,6 +561,32 @@ func (e *Engine) runShared(items []Item, idx []int, s int, out [][]float32, st *
 		}
 	}
 	st.Tails += time.Since(t1)
+	return nil
+}
+
+// Warm compiles the plain trunk (the base alone, or one adapter on its
+// merged weights) for every batch size at input size s, so that the first
+// requests do not wait for compilation. It stops early when ctx ends.
+func (e *Engine) Warm(ctx context.Context, s int) error {
+	for _, n := range e.buckets {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		sig := fmt.Sprint(n, s, 0, map[string]int{})
+		t, err := e.acquireTrunk(nil, sig)
+		if err != nil {
+			return err
+		}
+		in := []shapes.Shape{shapes.Make(dtypes.Float32, n, 3, s, s)}
+		for _, v := range e.trunkFeed.Values {
+			in = append(in, v.Shape())
+		}
+		_, err = t.exec.Compile(in...)
+		e.releaseTrunk(t)
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -509,6 +649,11 @@ type trunkExec struct {
 	evicted bool
 	shapes  map[string]bool // graph signatures compiled
 }
+
+// minSlots is the fewest adapter slots a mixed pass has: a few mostly
+// empty slots cost little (the LoRA convs are ~3% of the pass at 8 slots of
+// rank 8), while every distinct slot count is another graph to compile.
+const minSlots = 8
 
 // maxShapesPerTrunk bounds the graphs one trunk executable compiles
 // (bucket × input size × slots × ranks); past it the executable is

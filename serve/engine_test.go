@@ -184,6 +184,9 @@ func TestMixedBatchGroupedConv(t *testing.T) {
 		models = append(models, m)
 	}
 	rng := rand.New(rand.NewPCG(8, 8))
+	if models[0].merged != nil {
+		t.Error("a LoRA on a grouped conv was merged")
+	}
 	items := []Item{{models[0], randomImage(rng, 28)}, {models[1], randomImage(rng, 28)}, {models[0], randomImage(rng, 28)}}
 	got, _, err := e.Run(items)
 	if err != nil {
@@ -200,5 +203,70 @@ func TestBucket(t *testing.T) {
 		if got := e.Bucket(c[0]); got != c[1] {
 			t.Errorf("Bucket(%d) = %d, want %d", c[0], got, c[1])
 		}
+	}
+}
+
+// TestSingleAdapterMerged: a batch of one adapter alone runs the plain
+// trunk on its merged weights, with the same logits as Predictor; a
+// grouped conv's LoRA cannot be merged and takes the mixed path.
+func TestSingleAdapterMerged(t *testing.T) {
+	base := loadFixtureBase(t)
+	e := NewEngine(testutil.Backend(), base, EngineOptions{MaxBatch: 8})
+	defer e.Close()
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, c := range []struct {
+		name string
+		a    *adapter.Adapter
+	}{
+		{"case2", loadAdapter(t, base, testutil.Path("lora/testdata/case2_like"))},
+		{"strided", loadAdapter(t, base, testutil.Path("lora/testdata/strided_rslora"))},
+		{"3x3", newAdapter(t, base, loraSpec([]string{"layer1.0.conv2", "layer3.0.conv2", "conv1"}, 3, 5), 3)},
+	} {
+		m, err := e.Prepare(c.name, c.a, preprocess.Native(28), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if m.merged == nil {
+			t.Fatalf("%s: not mergeable", c.name)
+		}
+		items := []Item{{m, randomImage(rng, 28)}, {m, randomImage(rng, 28)}, {m, randomImage(rng, 28)}}
+		got, st, err := e.Run(items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Merged != 1 {
+			t.Errorf("%s: stats %+v, want the merged path", c.name, st)
+		}
+		for i, it := range items {
+			testutil.AssertClose(t, fmt.Sprintf("%s item %d", c.name, i), got[i], reference(t, base, m, it.X), 1e-5)
+		}
+	}
+}
+
+// TestWarm: Warm compiles the plain trunk for every batch size, and a batch
+// then compiles nothing new.
+func TestWarm(t *testing.T) {
+	base := loadFixtureBase(t)
+	e := NewEngine(testutil.Backend(), base, EngineOptions{MaxBatch: 16})
+	defer e.Close()
+	if err := e.Warm(context.Background(), 28); err != nil {
+		t.Fatal(err)
+	}
+	n := e.Compiles()
+	if n != int64(len(e.buckets)) {
+		t.Errorf("compiled %d graphs for %d buckets", n, len(e.buckets))
+	}
+	m, err := e.Prepare("base", nil, preprocess.Native(28), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	if _, _, err := e.Run([]Item{{m, randomImage(rng, 28)}, {m, randomImage(rng, 28)}}); err != nil {
+		t.Fatal(err)
+	}
+	if e.Compiles() != n {
+		t.Errorf("a batch after Warm compiled %d more graphs", e.Compiles()-n)
 	}
 }

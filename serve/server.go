@@ -156,6 +156,11 @@ func New(b compute.Backend, base *backbone.Base, opts Options) (*Server, error) 
 	return s, nil
 }
 
+// Warm compiles the graphs the base's own classes (or any one adapter on
+// its merged weights, at the base's input size) need for every batch size,
+// so that first requests do not wait for compilation.
+func (s *Server) Warm(ctx context.Context) error { return s.engine.Warm(ctx, s.base.Pre.Crop) }
+
 // Registry is the server's adapter cache.
 func (s *Server) Registry() *Registry { return s.registry }
 

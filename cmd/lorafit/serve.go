@@ -41,6 +41,7 @@ func runServe(fs *flag.FlagSet, args []string, out io.Writer) error {
 	maxPixels := fs.Int64("max-image-pixels", 4096*4096, "width×height of one image, checked before decoding")
 	readTimeout := fs.Duration("read-timeout", 30*time.Second, "time to read a whole request (slow clients are cut off)")
 	writeTimeout := fs.Duration("write-timeout", 2*time.Minute, "time to answer a request")
+	warm := fs.Bool("warm", true, "compile the base's graphs for every batch size at start, in the background")
 	drain := fs.Duration("drain", 30*time.Second, "on SIGINT/SIGTERM, how long requests in flight may take to finish")
 	var size int
 	registerImageSize(fs, &size, 0, "input side for the base's own classes (default: the weights' preset, else 224); adapters use their own")
@@ -104,6 +105,14 @@ func runServe(fs *flag.FlagSet, args []string, out io.Writer) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
+	if *warm {
+		go func() {
+			t0 := time.Now()
+			if err := srv.Warm(ctx); err == nil {
+				slog.Info("graphs compiled", "input", pre.Crop, "in", time.Since(t0).Round(time.Millisecond))
+			}
+		}()
+	}
 	select {
 	case err := <-errc:
 		return err
