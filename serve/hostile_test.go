@@ -85,13 +85,17 @@ func TestServeHostile(t *testing.T) {
 		predict("no image", 400, "no image", func() (string, io.Reader) { return form("case2", "3") }),
 		predict("unknown adapter", 404, "no such adapter", func() (string, io.Reader) { return form("nope", "", png) }),
 		predict("traversal in the form", 404, "no such adapter", func() (string, io.Reader) { return form("../case2", "", png) }),
-		predict("traversal in JSON", 404, "no such adapter", func() (string, io.Reader) { return jsonBody(map[string]any{"adapter": "../../etc", "images": []string{"aGk="}}) }),
+		predict("traversal in JSON", 404, "no such adapter", func() (string, io.Reader) {
+			return jsonBody(map[string]any{"adapter": "../../etc", "images": []string{"aGk="}})
+		}),
 		predict("absolute path", 404, "no such adapter", func() (string, io.Reader) { return form(s.dir+"/case2", "", png) }),
 		predict("hidden name", 404, "no such adapter", func() (string, io.Reader) { return form(".case2", "", png) }),
 		predict("adapter on another base", 409, "trained on base weights", func() (string, io.Reader) { return form("other-base", "", png) }),
 		predict("top_k zero", 400, "top_k", func() (string, io.Reader) { return form("case2", "0", png) }),
 		predict("top_k not a number", 400, "top_k", func() (string, io.Reader) { return form("case2", "five", png) }),
-		predict("top_k huge", 400, "top_k", func() (string, io.Reader) { return jsonBody(map[string]any{"images": []string{"aGk="}, "top_k": 1 << 40}) }),
+		predict("top_k huge", 400, "top_k", func() (string, io.Reader) {
+			return jsonBody(map[string]any{"images": []string{"aGk="}, "top_k": 1 << 40})
+		}),
 		predict("multipart without boundary", 400, "boundary", func() (string, io.Reader) { return raw2("multipart/form-data", "--x\r\n") }),
 		predict("truncated multipart", 400, "malformed multipart", func() (string, io.Reader) {
 			ct, b := multipartBody(t, "case2", "", png)
