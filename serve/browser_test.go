@@ -29,13 +29,17 @@ func chromium() string {
 // adapter, upload a digit, read the top class and the latency off the
 // page, check them against the API, switch adapters, and keep a
 // screenshot ($LORAFIT_SERVE_SCREENSHOT, else the test's artifact
-// directory: go test -artifacts).
+// directory: go test -artifacts). It skips without chromium, unless
+// $LORAFIT_REQUIRE_BROWSER is set (CI).
 func TestServeBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: no browser")
 	}
 	chrome := chromium()
 	if chrome == "" {
+		if os.Getenv("LORAFIT_REQUIRE_BROWSER") != "" {
+			t.Fatal("chromium is not installed and LORAFIT_REQUIRE_BROWSER is set")
+		}
 		t.Skip("chromium is not installed (apt-get install chromium): the browser test needs it")
 	}
 	s := startServer(t, Options{})
@@ -60,13 +64,8 @@ func TestServeBrowser(t *testing.T) {
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	defer cancelBrowser()
 
-	pick := func(name string) error {
-		if err := chromedp.Do(bctx, chromedp.SetValue(chromedp.ID("adapter"), name)); err != nil {
-			return err
-		}
-		_, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.getElementById("adapter").dispatchEvent(new Event("change"))`))
-		return err
-	}
+	// SetValue dispatches input and change events, as a user's pick does.
+	pick := func(name string) error { return chromedp.Do(bctx, chromedp.SetValue(chromedp.ID("adapter"), name)) }
 	text := func(sel string) string {
 		v, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
 		if err != nil {
@@ -116,8 +115,10 @@ func TestServeBrowser(t *testing.T) {
 	if err := pick("case2"); err != nil {
 		t.Fatalf("chromium: %v", err)
 	}
-	if err := chromedp.Do(bctx, chromedp.WaitVisible(chromedp.CSS(`body[data-predicted="2"]`))); err != nil {
-		t.Fatalf("chromium: %v", err)
+	wctx, wcancel := context.WithTimeout(bctx, 15*time.Second)
+	defer wcancel()
+	if err := chromedp.Do(wctx, chromedp.WaitVisible(chromedp.CSS(`body[data-predicted="2"]`))); err != nil {
+		t.Fatalf("chromium: %v; the page says %q; the server: %s", err, text("#status"), grep(get(t, s.url+"/metrics"), "http_requests_total{"))
 	}
 	if top, want := text("#results .bar-row:first-child .label"), api["case2"].Predictions[0].Top[0].Label; top != want {
 		t.Errorf("with case2 the page shows %q, the API says %q", top, want)

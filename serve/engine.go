@@ -511,10 +511,15 @@ func (e *Engine) runShared(items []Item, idx []int, s int, out [][]float32, st *
 	} else {
 		args = append(args, e.trunkFeed.Args()...)
 	}
-	sig := fmt.Sprint(n, s, numSlots, rankOf)
-	trunk, err := e.acquireTrunk(modules, sig)
+	family := fmt.Sprint(s, numSlots, rankOf)
+	trunk, err := e.acquireTrunk(modules, fmt.Sprint(n, family))
 	if err != nil {
 		return err
+	}
+	if e.newFamily(trunk, family) {
+		// The first batch of this mix: compile the other batch sizes in
+		// the background, so later batches of the mix do not wait.
+		go e.compileFamily(trunk, family, shapesOf(args), len(modules) > 0)
 	}
 	pooled, err := callFlat(trunk.exec, args)
 	e.releaseTrunk(trunk)
@@ -566,28 +571,76 @@ func (e *Engine) runShared(items []Item, idx []int, s int, out [][]float32, st *
 
 // Warm compiles the plain trunk (the base alone, or one adapter on its
 // merged weights) for every batch size at input size s, so that the first
-// requests do not wait for compilation. It stops early when ctx ends.
+// requests do not wait for compilation.
 func (e *Engine) Warm(ctx context.Context, s int) error {
+	family := fmt.Sprint(s, 0, map[string]int{})
+	in := []shapes.Shape{shapes.Make(dtypes.Float32, e.buckets[0], 3, s, s)}
+	for _, v := range e.trunkFeed.Values {
+		in = append(in, v.Shape())
+	}
+	t, err := e.acquireTrunk(nil, "")
+	if err != nil {
+		return err
+	}
+	e.newFamily(t, family)
+	return e.compileFamily(t, family, in, false)
+}
+
+// newFamily tells whether a trunk executable meets a mix (input size, slot
+// count, ranks) for the first time, and takes a hold on it for
+// compileFamily if so.
+func (e *Engine) newFamily(t *trunkExec, family string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t.families[family] {
+		return false
+	}
+	t.families[family] = true
+	t.refs++
+	return true
+}
+
+// compileFamily compiles a trunk's graphs of one mix for every batch size
+// not compiled yet, then drops the hold newFamily took. in are the shapes
+// of one call's arguments; the batch axis of the images (and of the slots,
+// if slotted) is replaced by each bucket.
+func (e *Engine) compileFamily(t *trunkExec, family string, in []shapes.Shape, slotted bool) error {
+	defer e.releaseTrunk(t)
 	for _, n := range e.buckets {
-		if ctx.Err() != nil {
-			return ctx.Err()
+		e.mu.Lock()
+		skip := e.closed || t.evicted || t.shapes[fmt.Sprint(n, family)] || len(t.shapes) >= maxShapesPerTrunk
+		if !skip {
+			t.shapes[fmt.Sprint(n, family)] = true
+			e.compiles++
 		}
-		sig := fmt.Sprint(n, s, 0, map[string]int{})
-		t, err := e.acquireTrunk(nil, sig)
-		if err != nil {
-			return err
+		e.mu.Unlock()
+		if skip {
+			continue
 		}
-		in := []shapes.Shape{shapes.Make(dtypes.Float32, n, 3, s, s)}
-		for _, v := range e.trunkFeed.Values {
-			in = append(in, v.Shape())
+		shp := slices.Clone(in)
+		shp[0] = withBatch(shp[0], n)
+		if slotted {
+			shp[1] = withBatch(shp[1], n)
 		}
-		_, err = t.exec.Compile(in...)
-		e.releaseTrunk(t)
-		if err != nil {
+		if _, err := t.exec.Compile(shp...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func withBatch(s shapes.Shape, n int) shapes.Shape {
+	d := slices.Clone(s.Dimensions)
+	d[0] = n
+	return shapes.Make(s.DType, d...)
+}
+
+func shapesOf(args []any) []shapes.Shape {
+	out := make([]shapes.Shape, len(args))
+	for i, a := range args {
+		out[i] = a.(*tensors.Tensor).Shape()
+	}
+	return out
 }
 
 // concatLoRA lays the slotted models' A and B for one module side by side
@@ -643,11 +696,12 @@ func callFlat(x *Exec, args []any) ([]float32, error) {
 // trunkExec is the shared pass for one set of LoRA target modules; its
 // graphs are compiled per batch size, input size, slot count and ranks.
 type trunkExec struct {
-	exec    *Exec
-	used    int64
-	refs    int
-	evicted bool
-	shapes  map[string]bool // graph signatures compiled
+	exec     *Exec
+	used     int64
+	refs     int
+	evicted  bool
+	shapes   map[string]bool // graph signatures compiled (batch size, mix)
+	families map[string]bool // mixes met (input size, slots, ranks)
 }
 
 // minSlots is the fewest adapter slots a mixed pass has: a few mostly
@@ -658,7 +712,7 @@ const minSlots = 8
 // maxShapesPerTrunk bounds the graphs one trunk executable compiles
 // (bucket × input size × slots × ranks); past it the executable is
 // replaced, which frees its graphs.
-const maxShapesPerTrunk = 64
+const maxShapesPerTrunk = 96
 
 // acquireTrunk returns the shared pass for a set of LoRA targets (in
 // network order), creating it on first use; releaseTrunk must follow.
@@ -675,7 +729,7 @@ func (e *Engine) acquireTrunk(modules []nn.Module, signature string) (*trunkExec
 	}
 	e.tick++
 	t, ok := e.trunks[key]
-	if ok && !t.shapes[signature] && len(t.shapes) >= maxShapesPerTrunk {
+	if ok && signature != "" && !t.shapes[signature] && len(t.shapes) >= maxShapesPerTrunk {
 		e.evictLocked(key)
 		ok = false
 	}
@@ -696,10 +750,10 @@ func (e *Engine) acquireTrunk(modules []nn.Module, signature string) (*trunkExec
 		if err != nil {
 			return nil, err
 		}
-		t = &trunkExec{exec: exec.SetMaxCache(-1).WithName("serve-trunk"), shapes: map[string]bool{}}
+		t = &trunkExec{exec: exec.SetMaxCache(-1).WithName("serve-trunk"), shapes: map[string]bool{}, families: map[string]bool{}}
 		e.trunks[key] = t
 	}
-	if !t.shapes[signature] {
+	if signature != "" && !t.shapes[signature] {
 		t.shapes[signature] = true
 		e.compiles++
 	}

@@ -152,6 +152,12 @@ func (r *Registry) Acquire(name string) (*Model, error) {
 	}
 	dir, err := r.path(name)
 	if err != nil {
+		// Its directory is gone: so is the adapter.
+		r.mu.Lock()
+		if e, ok := r.entries[name]; ok {
+			r.removeLocked(e)
+		}
+		r.mu.Unlock()
 		return nil, err
 	}
 	r.mu.Lock()

@@ -416,3 +416,22 @@ func TestServeReload(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestServeRemovedAdapter: an adapter whose directory is removed is gone
+// (404) and unloaded.
+func TestServeRemovedAdapter(t *testing.T) {
+	s := startServer(t, Options{})
+	png := digit(t, 0)
+	if _, code := predictForm(t, s, "case4", png); code != 200 {
+		t.Fatalf("before: %d", code)
+	}
+	if err := os.RemoveAll(filepath.Join(s.dir, "case4")); err != nil {
+		t.Fatal(err)
+	}
+	if _, code := predictForm(t, s, "case4", png); code != 404 {
+		t.Errorf("after removal: %d, want 404", code)
+	}
+	if _, ok := s.Registry().Loaded()["case4"]; ok {
+		t.Error("a removed adapter stays loaded")
+	}
+}
