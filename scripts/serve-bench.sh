@@ -3,9 +3,11 @@
 # in one run: the full-size ResNet-50 (random weights) at 28×28 with eight
 # case-2 adapters (LoRA r=8 on the four .2.conv3, own fc, MLP head; A and B
 # random so every delta is felt), and the first of them merged into plain
-# weights. Two servers on loopback; the load generator sends the same
-# traffic to (hot) the first adapter only, (mixed) the eight in turn, and
-# (merged) the merged model, in turns, each scenario SECONDS per round.
+# weights. Three servers on loopback; the load generator sends the same
+# traffic to (hot) the first adapter only, (mixed) the eight in turn,
+# (merged) the merged model, and (hot-lora) the first adapter on a server
+# started with --no-merge (LoRA applied per sample even to a batch of one
+# adapter), in turns, each scenario SECONDS per round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3 GOEXPERIMENT=simd
@@ -14,6 +16,7 @@ conc=${2:-64}
 rounds=${ROUNDS:-2}
 port_a=${PORT_A:-18080}
 port_b=${PORT_B:-18081}
+port_c=${PORT_C:-18082}
 
 work=$(mktemp -d)
 pids=()
@@ -39,6 +42,9 @@ pids+=($!)
 "$work/lorafit" serve --weights "$work/merged.safetensors" --adapters "$work/none" --image-size 28 \
 	--addr "127.0.0.1:$port_b" >"$work/b.log" 2>&1 &
 pids+=($!)
+"$work/lorafit" serve --weights random --adapters "$work/adapters" --image-size 28 --no-merge \
+	--addr "127.0.0.1:$port_c" >"$work/c.log" 2>&1 &
+pids+=($!)
 
 echo "$(date -u +%Y-%m-%dT%H:%MZ) $(go version | cut -d' ' -f3) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 echo "loadgen: $conc clients, 1 image per request, $rounds rounds × ${secs}s per scenario; server --max-batch 64 --batch-wait 5ms"
@@ -47,4 +53,6 @@ mix=a1,a2,a3,a4,a5,a6,a7,a8
 	--scenario "hot=http://127.0.0.1:$port_a#a1" \
 	--scenario "mixed=http://127.0.0.1:$port_a#$mix" \
 	--scenario "merged=http://127.0.0.1:$port_b#base" \
-	--ratio mixed/hot --ratio hot/merged --ratio mixed/merged || { cat "$work/a.log" "$work/b.log" >&2; exit 1; }
+	--scenario "hot-lora=http://127.0.0.1:$port_c#a1" \
+	--ratio mixed/hot --ratio hot/merged --ratio mixed/merged --ratio hot-lora/merged ||
+	{ cat "$work/a.log" "$work/b.log" "$work/c.log" >&2; exit 1; }

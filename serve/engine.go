@@ -34,9 +34,11 @@ var DefaultBuckets = []int{4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256}
 // deltas (gathered per sample, as Punica's SGMV does for LLMs) and its own
 // fc and head. It is safe for concurrent use.
 //
-// The base's tensors are fed to graphs as parameters, never baked in as
-// constants: graphs are compiled per batch size and adapter mix, and each
-// baked graph would hold a copy of the base.
+// The base's tensors are fed to the shared pass as parameters, never baked
+// in as constants: its graphs are compiled per batch size and adapter mix,
+// and each baked graph would hold a copy of the base. A model's tail (its
+// fc and head, a few MB) is baked into one graph of its own, whose batch
+// axis is dynamic, where the backend prefers constants.
 type Engine struct {
 	Base *backbone.Base
 

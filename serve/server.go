@@ -52,6 +52,7 @@ type Options struct {
 	MaxImages       int           // images per request (64)
 	MaxImagePixels  int64         // width×height of one image, checked before decoding (16,777,216)
 	MaxTopK         int           // largest top_k (1000)
+	NoMerge         bool          // never run one adapter alone on its merged weights (see EngineOptions)
 	CheckEvery      time.Duration // how often a loaded adapter's directory is checked for changes (2s; negative: on every use)
 
 	ReadHeaderTimeout time.Duration // 10s
@@ -126,7 +127,7 @@ func New(b compute.Backend, base *backbone.Base, opts Options) (*Server, error) 
 		}
 	}
 	s := &Server{opts: opts, metrics: newMetrics(), admit: make(chan struct{}, opts.MaxQueue), log: opts.Logger}
-	s.engine = NewEngine(b, base, EngineOptions{MaxBatch: opts.MaxBatch})
+	s.engine = NewEngine(b, base, EngineOptions{MaxBatch: opts.MaxBatch, NoMerge: opts.NoMerge})
 	labels := opts.BaseLabels
 	if a := opts.BaseAdapter; a != nil && len(a.Info.ClassNames) == a.NumClasses() {
 		labels = a.Info.ClassNames

@@ -41,6 +41,7 @@ func runServe(fs *flag.FlagSet, args []string, out io.Writer) error {
 	maxPixels := fs.Int64("max-image-pixels", 4096*4096, "width×height of one image, checked before decoding")
 	readTimeout := fs.Duration("read-timeout", 30*time.Second, "time to read a whole request (slow clients are cut off)")
 	writeTimeout := fs.Duration("write-timeout", 2*time.Minute, "time to answer a request")
+	noMerge := fs.Bool("no-merge", false, "always apply LoRA per sample, even to a batch of one adapter alone (by default such a batch runs on that adapter's merged weights, at a merged model's speed)")
 	warm := fs.Bool("warm", true, "compile the base's graphs for every batch size at start, in the background")
 	drain := fs.Duration("drain", 30*time.Second, "on SIGINT/SIGTERM, how long requests in flight may take to finish")
 	var size int
@@ -89,7 +90,7 @@ func runServe(fs *flag.FlagSet, args []string, out io.Writer) error {
 		AdaptersDir: *dir, BaseAdapter: merged, BasePreprocess: pre, BaseLabels: labels, BaseSource: src.String(),
 		MaxAdapters: *maxAdapters, MaxAdapterBytes: int64(*maxAdapterMiB) << 20, MaxBatch: *maxBatch,
 		BatchWait: wait, MaxQueue: *maxQueue, MaxBodyBytes: int64(*maxBodyMiB) << 20, MaxImages: *maxImages,
-		MaxImagePixels: *maxPixels, ReadTimeout: *readTimeout, WriteTimeout: *writeTimeout,
+		MaxImagePixels: *maxPixels, ReadTimeout: *readTimeout, WriteTimeout: *writeTimeout, NoMerge: *noMerge,
 	})
 	if err != nil {
 		return err
