@@ -7,13 +7,15 @@
 # traffic to (hot) the first adapter only, (mixed) the eight in turn,
 # (merged) the merged model, and (hot-lora) the first adapter on a server
 # started with --no-merge (LoRA applied per sample even to a batch of one
-# adapter), in turns, each scenario SECONDS per round.
+# adapter), in turns, each scenario SECONDS per round. Environment: ROUNDS
+# (2), BATCH_WAIT (the servers' --batch-wait, 5ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3 GOEXPERIMENT=simd
 secs=${1:-15}
 conc=${2:-64}
 rounds=${ROUNDS:-2}
+bwait=${BATCH_WAIT:-5ms} # the servers' --batch-wait
 port_a=${PORT_A:-18080}
 port_b=${PORT_B:-18081}
 port_c=${PORT_C:-18082}
@@ -36,18 +38,18 @@ for i in 1 2 3 4 5 6 7 8; do
 done
 "$work/lorafit" merge --weights random --adapter "$work/adapters/a1" --out "$work/merged.safetensors" >/dev/null 2>&1
 
-"$work/lorafit" serve --weights random --adapters "$work/adapters" --image-size 28 \
+"$work/lorafit" serve --weights random --adapters "$work/adapters" --image-size 28 --batch-wait "$bwait" \
 	--addr "127.0.0.1:$port_a" >"$work/a.log" 2>&1 &
 pids+=($!)
-"$work/lorafit" serve --weights "$work/merged.safetensors" --adapters "$work/none" --image-size 28 \
+"$work/lorafit" serve --weights "$work/merged.safetensors" --adapters "$work/none" --image-size 28 --batch-wait "$bwait" \
 	--addr "127.0.0.1:$port_b" >"$work/b.log" 2>&1 &
 pids+=($!)
-"$work/lorafit" serve --weights random --adapters "$work/adapters" --image-size 28 --no-merge \
+"$work/lorafit" serve --weights random --adapters "$work/adapters" --image-size 28 --batch-wait "$bwait" --no-merge \
 	--addr "127.0.0.1:$port_c" >"$work/c.log" 2>&1 &
 pids+=($!)
 
 echo "$(date -u +%Y-%m-%dT%H:%MZ) $(go version | cut -d' ' -f3) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-echo "loadgen: $conc clients, 1 image per request, $rounds rounds × ${secs}s per scenario; server --max-batch 64 --batch-wait 5ms"
+echo "loadgen: $conc clients, 1 image per request, $rounds rounds × ${secs}s per scenario; server --max-batch 64 --batch-wait $bwait"
 mix=a1,a2,a3,a4,a5,a6,a7,a8
 "$work/loadgen" --concurrency "$conc" --duration "${secs}s" --requests 1000000 --rounds "$rounds" --warmup $((4 * conc)) \
 	--scenario "hot=http://127.0.0.1:$port_a#a1" \

@@ -17,6 +17,7 @@ import (
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backbone"
 	"github.com/lorafit/lorafit/classifier"
+	"github.com/lorafit/lorafit/lora"
 	"github.com/lorafit/lorafit/nn"
 	"github.com/lorafit/lorafit/preprocess"
 )
@@ -151,14 +152,15 @@ type Model struct {
 	// Bytes is the memory its tensors take.
 	Bytes int64
 
-	engine   *Engine
-	h        held
-	loras    []trunkLoRA // LoRA targets in the trunk, in network order
-	merged   []any       // the trunk's arguments with loras merged in (nil: not mergeable)
-	tail     *Exec       // fc (its LoRA) and the head, on pooled features
-	bakeTail bool        // the tail's tensors are constants of its graph
-	full     *Exec       // the whole network, for a model that is not Shared
-	feed     *classifier.Feed
+	engine    *Engine
+	h         held
+	loras     []trunkLoRA // LoRA targets in the trunk, in network order
+	merged    []any       // the trunk's arguments with loras merged in (nil: not mergeable)
+	tail      *Exec       // fc (its LoRA) and the head, on pooled features
+	bakeTail  bool        // the tail's tensors are constants of its graph
+	collapsed bool        // fc is multiplied into the head's first layer (collapseTail)
+	full      *Exec       // the whole network, for a model that is not Shared
+	feed      *classifier.Feed
 }
 
 // trunkLoRA is one LoRA target of the trunk, laid out for concatenation
@@ -257,6 +259,15 @@ func (e *Engine) Prepare(name string, a *adapter.Adapter, pre preprocess.Preproc
 			m.feed.Add(k, e.Base.Tensor(k))
 		}
 	}
+	if a != nil && len(a.Head) > 0 {
+		feed, ok, err := e.collapseTail(a, m.feed)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if ok {
+			m.feed, m.collapsed = feed, true
+		}
+	}
 	// On a backend that prefers constants (the Go backend then packs each
 	// weight matrix once, not on every call), the tail's tensors are baked
 	// into one graph per model whose batch axis is dynamic: a copy of the
@@ -268,6 +279,13 @@ func (e *Engine) Prepare(name string, a *adapter.Adapter, pre preprocess.Preproc
 			m.feed.Consts(inputs[0].Graph(), w)
 		} else {
 			m.feed.Bind(inputs[1:], w)
+		}
+		if m.collapsed {
+			y := nn.Dense(inputs[0], w.Get(collapsedKey+".weight"), w.Get(collapsedKey+".bias"))
+			for _, h := range a.Head[1:] {
+				y = nn.Dense(nn.ReLU(y), w.Get(h.Name+".weight"), w.Get(h.Name+".bias"))
+			}
+			return y
 		}
 		f := &classifier.Forward{Net: e.Base.Net, Adapter: a, Weights: w}
 		return f.Logits(inputs[0], e.fcStage)
@@ -283,6 +301,65 @@ func (e *Engine) Prepare(name string, a *adapter.Adapter, pre preprocess.Preproc
 		}
 	}
 	return m, nil
+}
+
+// collapsedKey names fc and the head's first layer multiplied into one.
+const collapsedKey = "fc·head.0"
+
+// collapseTail multiplies fc (with its LoRA, if it has one) into the
+// head's first Linear when that makes the tail smaller: no nonlinearity
+// comes between them, so x·W_fc·W_0 + (b_fc·W_0 + b_0) is the same map
+// (up to the order of float additions). For case 2 (fc 2048→1000, then
+// 1000→512) the tail's weights shrink from 10.5 MB to 4.7 MB — and the
+// tail reads all of its weights once per batch, whatever its rows.
+func (e *Engine) collapseTail(a *adapter.Adapter, feed *classifier.Feed) (*classifier.Feed, bool, error) {
+	h0 := a.Head[0]
+	in, mid := e.Base.Net.FeatureDim(), h0.In
+	if in*h0.Out >= in*mid+mid*h0.Out {
+		return nil, false, nil
+	}
+	get := map[string]*tensors.Tensor{}
+	for i, k := range feed.Keys {
+		get[k] = feed.Values[i]
+	}
+	args := []any{get["fc.weight"], get["fc.bias"], get[h0.Name+".weight"], get[h0.Name+".bias"]}
+	t, lora := target(a, "fc")
+	if lora {
+		args = append(args, get["fc.lora_A.weight"], get["fc.lora_B.weight"])
+	}
+	exec, err := NewExec(e.backend, func(x []*Node) []*Node {
+		w := x[0]
+		if lora {
+			w = Add(w, MulScalar(MatMul(x[4], x[5]), t.Scaling))
+		}
+		bias := Add(Reshape(MatMul(Reshape(x[1], 1, mid), x[2]), h0.Out), x[3])
+		return []*Node{MatMul(w, x[2]), bias}
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	defer exec.Finalize()
+	out, err := exec.Call(args...)
+	if err != nil {
+		return nil, false, err
+	}
+	c := &classifier.Feed{}
+	c.Add(collapsedKey+".weight", out[0])
+	c.Add(collapsedKey+".bias", out[1])
+	for _, h := range a.Head[1:] {
+		c.Add(h.Name+".weight", get[h.Name+".weight"])
+		c.Add(h.Name+".bias", get[h.Name+".bias"])
+	}
+	return c, true, nil
+}
+
+func target(a *adapter.Adapter, module string) (lora.Target, bool) {
+	for _, t := range a.Targets {
+		if t.Module.Name == module {
+			return t, true
+		}
+	}
+	return lora.Target{}, false
 }
 
 // inTrunk tells whether a module runs before fc (a head's modules, which

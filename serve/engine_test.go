@@ -105,6 +105,15 @@ func TestMixedBatchExact(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Heads narrower than fc: fc is multiplied into their first layer,
+	// with its LoRA in the second adapter.
+	narrow := loraSpec([]string{"layer2.0.conv1"}, 2, 4, "fc", "head")
+	narrow.Head, narrow.NumClasses = adapter.Head{4}, 3
+	narrowHead := newAdapter(t, base, narrow, 3)
+	fcLoRA := loraSpec([]string{"fc", "layer1.1.conv2"}, 2, 3, "head")
+	fcLoRA.Head, fcLoRA.NumClasses = adapter.Head{2}, 5
+	fcLoRAHead := newAdapter(t, base, fcLoRA, 4)
+
 	models := map[string]*Model{}
 	for _, c := range []struct {
 		name string
@@ -118,6 +127,8 @@ func TestMixedBatchExact(t *testing.T) {
 		{"strided", strided, native},
 		{"odd", odd, native},
 		{"solo", solo, native},
+		{"narrow", narrowHead, native},
+		{"fc-lora", fcLoRAHead, native},
 	} {
 		m, err := e.Prepare(c.name, c.a, c.pre, nil)
 		if err != nil {
@@ -129,9 +140,12 @@ func TestMixedBatchExact(t *testing.T) {
 	if models["solo"].Shared || !models["case2"].Shared || !models["strided"].Shared {
 		t.Fatalf("shared: solo %v case2 %v strided %v", models["solo"].Shared, models["case2"].Shared, models["strided"].Shared)
 	}
+	if !models["narrow"].collapsed || !models["fc-lora"].collapsed || models["case2"].collapsed {
+		t.Fatalf("collapsed: narrow %v fc-lora %v case2 %v", models["narrow"].collapsed, models["fc-lora"].collapsed, models["case2"].collapsed)
+	}
 
 	rng := rand.New(rand.NewPCG(7, 7))
-	order := []string{"case2", "base", "strided", "case2", "odd", "case4", "solo", "case2-32px", "strided", "odd", "solo", "case2-32px", "base"}
+	order := []string{"case2", "base", "strided", "narrow", "case2", "odd", "case4", "solo", "case2-32px", "fc-lora", "strided", "odd", "solo", "case2-32px", "base", "narrow"}
 	items := make([]Item, len(order))
 	for i, name := range order {
 		m := models[name]
@@ -141,8 +155,8 @@ func TestMixedBatchExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Trunks != 2 || st.Solo != 1 || st.Adapters != 7 {
-		t.Errorf("stats %+v: want 2 shared passes (28 and 32 px), 1 solo sub-batch, 7 models", st)
+	if st.Trunks != 2 || st.Solo != 1 || st.Adapters != 9 {
+		t.Errorf("stats %+v: want 2 shared passes (28 and 32 px), 1 solo sub-batch, 9 models", st)
 	}
 	for i, it := range items {
 		want := reference(t, base, it.Model, it.X)
