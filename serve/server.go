@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -497,9 +498,14 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	images := 0
 	code := http.StatusOK
 	defer func() { s.metrics.observePredict(label, code, images, time.Since(t0)) }()
+	// The admission token is given back once the logits are in, before the
+	// reply is written: a client that sends its next request as soon as it
+	// has read this reply must find the token free.
+	var once sync.Once
+	leave := func() { once.Do(func() { <-s.admit }) }
 	select {
 	case s.admit <- struct{}{}:
-		defer func() { <-s.admit }()
+		defer leave()
 	default:
 		s.metrics.add(&s.metrics.rejected, 1)
 		code = s.fail(w, ErrOverloaded)
@@ -538,6 +544,7 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	logits, err := j.wait()
+	leave()
 	if err != nil {
 		code = s.fail(w, err)
 		return

@@ -287,6 +287,9 @@ func (lg *loadgen) measure(sc scenario, n int, d time.Duration) *result {
 					return
 				}
 				lat, batch, err := lg.one(ctx, sc.url, order[i%len(order)], i)
+				if errors.Is(err, errBusy) {
+					time.Sleep(50 * time.Millisecond) // the server asked to retry later
+				}
 				mu.Lock()
 				if err != nil {
 					if !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
@@ -336,6 +339,9 @@ func (lg *loadgen) one(ctx context.Context, base, adapterName string, i int) (ti
 	if err != nil {
 		return 0, 0, err
 	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return 0, 0, fmt.Errorf("%s: %w: %s", adapterName, errBusy, bytes.TrimSpace(body))
+	}
 	if resp.StatusCode != 200 {
 		return 0, 0, fmt.Errorf("%s: %d %s", adapterName, resp.StatusCode, bytes.TrimSpace(body))
 	}
@@ -347,6 +353,9 @@ func (lg *loadgen) one(ctx context.Context, base, adapterName string, i int) (ti
 	}
 	return lat, r.Timing["batch_images"], nil
 }
+
+// errBusy is a 503: the server's queue was full.
+var errBusy = errors.New("503")
 
 type result struct {
 	lat      []time.Duration
