@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"time"
@@ -34,6 +35,7 @@ type batcher struct {
 
 // job is one request's images, all for one model.
 type job struct {
+	ctx      context.Context // the request's: a job whose client left is dropped
 	items    []Item
 	enqueued time.Time
 	next     int // first item not yet taken into a batch
@@ -59,8 +61,8 @@ func newBatcher(e *Engine, maxBatch int, wait time.Duration, queue int, m *metri
 
 // submit queues a job's items, refusing at once (ErrOverloaded) when the
 // queue is full; wait then blocks until they are computed.
-func (b *batcher) submit(items []Item) (*job, error) {
-	j := &job{items: items, enqueued: time.Now(), logits: make([][]float32, len(items)), left: len(items), done: make(chan struct{})}
+func (b *batcher) submit(ctx context.Context, items []Item) (*job, error) {
+	j := &job{ctx: ctx, items: items, enqueued: time.Now(), logits: make([][]float32, len(items)), left: len(items), done: make(chan struct{})}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -75,9 +77,15 @@ func (b *batcher) submit(items []Item) (*job, error) {
 	}
 }
 
+// wait blocks until the job's logits are computed, or its request's
+// context ends (the client left; the logits, if computed, are dropped).
 func (j *job) wait() ([][]float32, error) {
-	<-j.done
-	return j.logits, j.err
+	select {
+	case <-j.done:
+		return j.logits, j.err
+	case <-j.ctx.Done():
+		return nil, j.ctx.Err()
+	}
 }
 
 // close stops taking jobs; the queued ones still run. It returns once the
@@ -113,6 +121,15 @@ func (b *batcher) loop() {
 		var parts []slice
 		n := 0
 		take := func(j *job) {
+			if j.next == 0 && j.ctx.Err() != nil {
+				// Its client has gone: nobody will read the logits.
+				b.mu.Lock()
+				b.queued -= len(j.items)
+				b.mu.Unlock()
+				j.err = j.ctx.Err()
+				close(j.done)
+				return
+			}
 			k := min(len(j.items)-j.next, b.maxBatch-n)
 			parts = append(parts, slice{j, j.next, j.next + k})
 			j.next += k
@@ -153,7 +170,9 @@ func (b *batcher) loop() {
 				break gather
 			}
 		}
-		b.run(parts, n)
+		if n > 0 {
+			b.run(parts, n)
+		}
 		// After close, the loop goes on until the channel is drained.
 	}
 }

@@ -302,3 +302,48 @@ func TestServeWebPage(t *testing.T) {
 		}
 	}
 }
+
+// TestServeClientGone: a client that leaves while its request waits frees
+// its place in the queue at once, and the server goes on serving.
+func TestServeClientGone(t *testing.T) {
+	s := startServer(t, Options{MaxQueue: 1})
+	release := make(chan struct{})
+	entered := make(chan struct{}, 8)
+	var once sync.Once
+	s.batcher.gate = func() {
+		entered <- struct{}{}
+		once.Do(func() { <-release })
+	}
+	png := digit(t, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan error)
+	go func() {
+		ct, body := multipartBody(t, "case2", "", png)
+		req, _ := http.NewRequestWithContext(ctx, "POST", s.url+"/v1/predict", body)
+		req.Header.Set("Content-Type", ct)
+		_, err := client.Do(req)
+		gone <- err
+	}()
+	<-entered
+	cancel()
+	if err := <-gone; err == nil {
+		t.Fatal("the cancelled request got an answer")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.inflight.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	after := make(chan int)
+	go func() {
+		_, code := predictForm(t, s, "case2", png)
+		after <- code
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	if code := <-after; code != 200 {
+		t.Errorf("the next request got %d, want 200 (the one that left must not hold its place)", code)
+	}
+	if m := get(t, s.url+"/metrics"); !strings.Contains(m, `lorafit_serve_predict_requests_total{adapter="case2",code="499"} 1`) {
+		t.Errorf("metrics: %s", grep(m, "predict_requests"))
+	}
+}

@@ -245,7 +245,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) (route string) {
 		return "/"
 	case path == "/healthz":
 		if method(http.MethodGet) {
-			writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "adapters_loaded": len(s.registry.Loaded()), "queued_images": s.batcher.queuedImages()})
+			writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "adapters_loaded": len(s.registry.Loaded()),
+				"queued_images": s.batcher.queuedImages(), "inflight_requests": s.inflight.Load()})
 		}
 		return "/healthz"
 	case path == "/metrics":
@@ -538,13 +539,17 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		items[i] = Item{Model: m, X: x}
 	}
 	tDecode := time.Now()
-	j, err := s.batcher.submit(items)
+	j, err := s.batcher.submit(r.Context(), items)
 	if err != nil {
 		code = s.fail(w, err)
 		return
 	}
 	logits, err := j.wait()
 	leave()
+	if err != nil && r.Context().Err() != nil {
+		code = 499 // nginx's "client closed request": nobody is there to answer
+		return
+	}
 	if err != nil {
 		code = s.fail(w, err)
 		return

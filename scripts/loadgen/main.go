@@ -115,6 +115,9 @@ func run(args []string, out io.Writer) error {
 	results := map[string]*result{}
 	for r := range *rounds {
 		for _, sc := range scs {
+			// Requests the last scenario's deadline cut off may still be
+			// on the server: start once it is idle.
+			waitIdle(client, sc.url, 10*time.Second)
 			res := lg.measure(sc, *maxReq, *dur)
 			if !*asJSON {
 				fmt.Fprintf(out, "round %d %-8s %s\n", r+1, sc.name, res)
@@ -244,6 +247,26 @@ func waitReady(c *http.Client, base string, wait time.Duration) error {
 			return fmt.Errorf("%s did not answer /healthz within %v (%v)", base, wait, err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitIdle waits (at most d) until the server has no request in flight.
+func waitIdle(c *http.Client, base string, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(base + "/healthz")
+		if err != nil {
+			return
+		}
+		var h struct {
+			Inflight int `json:"inflight_requests"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if err != nil || h.Inflight == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
