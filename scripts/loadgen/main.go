@@ -250,10 +250,13 @@ func waitReady(c *http.Client, base string, wait time.Duration) error {
 	}
 }
 
-// waitIdle waits (at most d) until the server has no request in flight.
+// waitIdle waits (at most d) until the server has had no request in
+// flight for 200 ms: requests that the previous scenario cut off may reach
+// the server's handlers a moment after their connection closed.
 func waitIdle(c *http.Client, base string, d time.Duration) {
 	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
+	idle := 0
+	for time.Now().Before(deadline) && idle < 5 {
 		resp, err := c.Get(base + "/healthz")
 		if err != nil {
 			return
@@ -263,8 +266,11 @@ func waitIdle(c *http.Client, base string, d time.Duration) {
 		}
 		err = json.NewDecoder(resp.Body).Decode(&h)
 		resp.Body.Close()
-		if err != nil || h.Inflight == 0 {
+		if err != nil {
 			return
+		}
+		if idle++; h.Inflight != 0 {
+			idle = 0
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
