@@ -623,7 +623,10 @@ func (e *Engine) runShared(items []Item, idx []int, s int, out [][]float32, st *
 	}
 	for _, m := range order {
 		rs := rows[m]
-		k := len(rs) // the baked tail's batch axis is dynamic
+		// The baked tail's batch axis is dynamic, but fewer than 4 rows
+		// take the backend's small-matrix path, ~15× slower than 4 rows:
+		// pad to 4.
+		k := max(len(rs), minTailRows)
 		if !m.bakeTail {
 			k = e.Bucket(len(rs))
 		}
@@ -782,6 +785,9 @@ type trunkExec struct {
 	shapes   map[string]bool // graph signatures compiled (batch size, mix)
 	families map[string]bool // mixes met (input size, slots, ranks)
 }
+
+// minTailRows is the fewest rows a tail runs on (see runShared).
+const minTailRows = 4
 
 // minSlots is the fewest adapter slots a mixed pass has: a few mostly
 // empty slots cost little (the LoRA convs are ~3% of the pass at 8 slots of
