@@ -151,6 +151,9 @@ type Model struct {
 	Shared bool
 	// Bytes is the memory its tensors take.
 	Bytes int64
+	// Version counts the loads of its adapter directory (1 for the first;
+	// 0 for the base), set by the Registry.
+	Version int
 
 	engine    *Engine
 	h         held

@@ -231,6 +231,7 @@ func (r *Registry) load(name, dir string) (*Model, error) {
 			version = old.version + 1
 			r.removeLocked(old)
 		}
+		m.Version = version
 		e := &entry{name: name, model: m, print: c.print, checked: time.Now(), loaded: time.Now(), version: version}
 		e.elem = r.lru.PushFront(e)
 		r.entries[name] = e

@@ -554,10 +554,7 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		code = s.fail(w, err)
 		return
 	}
-	resp := PredictResponse{Adapter: m.Name, Predictions: make([]Prediction, len(ups))}
-	if v, ok := s.registry.Loaded()[m.Name]; ok {
-		resp.Version = v
-	}
+	resp := PredictResponse{Adapter: m.Name, Version: m.Version, Predictions: make([]Prediction, len(ups))}
 	for i, l := range logits {
 		top, err := classifier.TopClasses(l, topK, m.Labels)
 		if err != nil {

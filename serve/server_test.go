@@ -407,8 +407,8 @@ func TestServeReload(t *testing.T) {
 	}()
 	time.Sleep(50 * time.Millisecond) // the second request loads the new version, then queues
 	close(release)
-	if r := <-done; len(r.Predictions[0].Logits) != 10 {
-		t.Errorf("the request in flight got %d logits, want the old version's 10", len(r.Predictions[0].Logits))
+	if r := <-done; len(r.Predictions[0].Logits) != 10 || r.Version != 1 {
+		t.Errorf("the request in flight got %d logits (version %d), want the old version's 10 (version 1)", len(r.Predictions[0].Logits), r.Version)
 	}
 	if r := <-after; len(r.Predictions[0].Logits) != 7 || r.Version != 2 {
 		t.Errorf("after the change: %d logits (version %d), want the new version's 7 (version 2)", len(r.Predictions[0].Logits), r.Version)
