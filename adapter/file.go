@@ -195,6 +195,26 @@ func ReadDir(dir string) (*File, error) {
 	return f, nil
 }
 
+// ReadInfo reads only an adapter directory's lorafit.json, not its
+// tensors: what a listing of many adapters needs. A directory without one
+// (PEFT wrote it) gets the Info ReadDir gives it: ImageNet's preprocessing,
+// no base binding.
+func ReadInfo(dir string) (Info, error) {
+	path := filepath.Join(dir, InfoFile)
+	raw, err := readSmall(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Info{Preprocess: preprocess.ImageNet(224)}, nil
+	}
+	if err != nil {
+		return Info{}, err
+	}
+	info, err := parseInfo(raw)
+	if err != nil {
+		return Info{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return info, nil
+}
+
 // parseInfo reads lorafit.json, version 1 (image_size, mean, std) or 2.
 func parseInfo(raw []byte) (Info, error) {
 	var v struct {

@@ -1,6 +1,7 @@
 package limits
 
 import (
+	"bytes"
 	"fmt"
 	"image"
 	"image/color"
@@ -44,6 +45,18 @@ func ImageConfig(path string) (image.Config, error) {
 	}
 	defer f.Close()
 	return imageConfig(f, fi.Size(), path)
+}
+
+// DecodeImageBytes is DecodeImage on an image already in memory (an
+// upload): the same header checks run before any pixel is allocated. name
+// labels errors ("upload 2").
+func DecodeImageBytes(b []byte, name string) (image.Image, error) {
+	return decodeImage(bytes.NewReader(b), int64(len(b)), name)
+}
+
+// ImageConfigBytes is ImageConfig on an image in memory.
+func ImageConfigBytes(b []byte, name string) (image.Config, error) {
+	return imageConfig(bytes.NewReader(b), int64(len(b)), name)
 }
 
 // imageConfig checks the header of size bytes of r.

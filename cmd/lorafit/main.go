@@ -48,6 +48,7 @@ func init() {
 			"merge --weights W --adapter DIR --out FILE.safetensors", false, runMerge},
 		"inspect": {"list a checkpoint's tensors, its module tree with parameter counts, and totals",
 			"inspect [--json] FILE.pth|FILE.safetensors|ADAPTER_DIR", false, runInspect},
+		"serve": {"serve adapters over HTTP: one base in memory, an adapter per request, batched across adapters, with a web page", "serve --weights W --adapters DIR [--addr 127.0.0.1:8080] [--max-adapters 128] [--max-batch 64] [--batch-wait 5ms]", true, runServe},
 		"weights": {"list the pretrained weights lorafit knows, or download one into the cache",
 			"weights list | weights download [--dir DIR] NAME", false, runWeights},
 	}
@@ -127,7 +128,7 @@ func withHelp(fs *flag.FlagSet, name string, v verb) *flag.FlagSet {
 
 func printVerbs(w io.Writer) {
 	fmt.Fprintln(w, "lorafit: LoRA fine-tuning of torchvision CNN classifiers, in Go.\n\nusage: lorafit <verb> [flags] [args]\n\nverbs:")
-	for _, n := range []string{"experiment", "train", "predict", "params", "adapter", "merge", "inspect", "weights"} {
+	for _, n := range []string{"experiment", "train", "predict", "params", "adapter", "merge", "inspect", "serve", "weights"} {
 		fmt.Fprintf(w, "  %-10s %s\n", n, verbs[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun `lorafit help <verb>` for a verb's flags.")
