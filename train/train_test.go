@@ -424,3 +424,36 @@ func TestShardsAddUp(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushSubnormals: Adam's moments of a weight whose gradient stays zero
+// decay into subnormals (100× slower arithmetic on x86); the optimizer
+// makes them zero, as PyTorch's set_flush_denormal does, and nothing else.
+func TestFlushSubnormals(t *testing.T) {
+	smallest := math.Float32frombits(0x00800000) // the least normal float32
+	for _, tc := range []struct{ in, want float32 }{
+		{0, 0}, {1, 1}, {-2.5, -2.5}, {smallest, smallest}, {-smallest, -smallest},
+		{smallest / 2, 0}, {-smallest / 4, 0}, {math.Float32frombits(1), 0},
+	} {
+		if got := flush(tc.in); got != tc.want {
+			t.Errorf("flush(%g) = %g, want %g", tc.in, got, tc.want)
+		}
+	}
+	// 2,000 Adam steps of a zero gradient after one of 1e-3: m decays by
+	// 0.9 a step, far below the subnormal range, and ends exactly 0.
+	cfg := DefaultConfig()
+	w, m, v := []float32{1}, []float32{0}, []float32{0}
+	o := optimizer{cfg}
+	for s := 1; s <= 2000; s++ {
+		g := float32(0)
+		if s == 1 {
+			g = 1e-3
+		}
+		o.update(task{w: w, slots: [][]float32{m, v}, grads: [][]float32{{g}}}, 1e-3, s, 1)
+		if m[0] != 0 && math.Float32bits(m[0])&0x7f800000 == 0 {
+			t.Fatalf("step %d: m = %g is subnormal", s, m[0])
+		}
+	}
+	if m[0] != 0 {
+		t.Errorf("m = %g after 2,000 zero gradients, want 0", m[0])
+	}
+}
