@@ -21,6 +21,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -134,6 +135,7 @@ func (c *Cache) Bytes() int64 { return int64(len(c.f32))*4 + int64(len(c.bf16))*
 
 // Fill writes the features of images idx, view view (mod Views), into dst.
 func (c *Cache) Fill(idx []int, view int, dst []float32) {
+	defer runtime.KeepAlive(c) // the memory lives as long as c (see Build)
 	per := c.Size()
 	v := view % c.Views
 	for k, i := range idx {
@@ -193,11 +195,19 @@ func Build(ctx context.Context, b compute.Backend, base *backbone.Base, d Data, 
 		return nil, &ErrOverBudget{Need: need, Budget: o.Budget}
 	}
 	for _, c := range caches {
+		var free func()
+		var err error
 		if o.BF16 {
-			c.bf16 = make([]uint16, c.N*views*c.Size())
+			c.bf16, free, err = offHeap[uint16](c.N * views * c.Size())
 		} else {
-			c.f32 = make([]float32, c.N*views*c.Size())
+			c.f32, free, err = offHeap[float32](c.N * views * c.Size())
 		}
+		if err != nil {
+			return nil, err
+		}
+		// The memory goes when the Cache does: only its methods read the
+		// slices, so nothing else can hold them.
+		runtime.AddCleanup(c, func(free func()) { free() }, free)
 	}
 	start := time.Now()
 	n := d.Len()
@@ -255,6 +265,7 @@ func ViewRNG(seed uint64, i, v int) *rand.Rand {
 }
 
 func (c *Cache) store(idx []int, view int, vals []float32) {
+	defer runtime.KeepAlive(c)
 	per := c.Size()
 	for k, i := range idx {
 		off := (i*c.Views + view) * per
