@@ -52,7 +52,7 @@ func ExampleJob() {
 	cfg.Batch = 32
 	job := &study.Job{Backend: b, Base: base, Adapter: a, Config: cfg, Dir: dir,
 		Train: trainSet.Subset(256), Test: testSet.Subset(100),
-		BaseInfo: adapter.BaseInfo{Arch: base.Net.Arch(), Weights: src.Spec, SHA256: src.SHA256}}
+		BaseInfo: study.BaseInfo(base, src)}
 	res, err := job.Run(ctx)
 	if err != nil {
 		log.Fatal(err)
