@@ -16,6 +16,7 @@ import (
 
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backbone"
+	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/classifier"
 	"github.com/lorafit/lorafit/lora"
 	"github.com/lorafit/lorafit/nn"
@@ -53,6 +54,8 @@ type Engine struct {
 	bnOf      map[string]string // conv → the batch norm folded into it
 	feedIndex map[string]int    // trunk feed key → position
 	merge     bool
+	shards    int // parts a batch is split into, run at once (backend.Shards)
+	matMu     sync.Mutex // serializes materialize
 
 	mu       sync.Mutex // guards what follows
 	trunks   map[string]*trunkExec
@@ -102,7 +105,7 @@ func NewEngine(b compute.Backend, base *backbone.Base, opts EngineOptions) *Engi
 		Base: base, backend: b, buckets: bs, maxTrunks: opts.MaxTrunkGraphs,
 		fcStage: base.Net.StageOf("fc"), modules: map[string]nn.Module{}, order: map[string]int{},
 		bnOf: map[string]string{}, feedIndex: map[string]int{}, merge: !opts.NoMerge,
-		trunks: map[string]*trunkExec{},
+		trunks: map[string]*trunkExec{}, shards: backend.Shards(b),
 	}
 	for _, pair := range base.Net.ConvBNs() {
 		e.bnOf[pair.Conv.Name] = pair.BN
@@ -220,6 +223,9 @@ func (e *Engine) Prepare(name string, a *adapter.Adapter, pre preprocess.Preproc
 			return nil, err
 		}
 		m.full = exec.SetMaxCache(-1).WithName("serve-" + name)
+		if err := e.materialize(m.feed.Values); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
 		return m, nil
 	}
 	if a != nil {
@@ -303,7 +309,26 @@ func (e *Engine) Prepare(name string, a *adapter.Adapter, pre preprocess.Preproc
 			m.Bytes += 2 * 4 * int64(v.Size()) // the constants and their packed copy
 		}
 	}
+	fed := slices.Clone(e.trunkFeed.Values)
+	for _, v := range m.merged {
+		fed = append(fed, v.(*tensors.Tensor))
+	}
+	if !m.bakeTail {
+		fed = append(fed, m.feed.Values...)
+	}
+	if err := e.materialize(fed); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	return m, nil
+}
+
+// materialize moves tensors a model's passes read onto the device before
+// Run's parts, at once, read them (see classifier.Materialize): once every
+// model is prepared, no execution moves a tensor another one reads.
+func (e *Engine) materialize(ts []*tensors.Tensor) error {
+	e.matMu.Lock()
+	defer e.matMu.Unlock()
+	return classifier.Materialize(e.backend, ts)
 }
 
 // collapsedKey names fc and the head's first layer multiplied into one.
@@ -450,19 +475,38 @@ type Item struct {
 	X     []float32
 }
 
-// Stats describe one Run.
+// Stats describe one Run. A batch runs as parts at once, one per core: the
+// counts add up over its parts, the times are the longest part's.
 type Stats struct {
 	Images   int           // samples given
 	Padded   int           // samples run, padding included
 	Adapters int           // distinct models
-	Trunks   int           // shared-trunk passes (one per input size)
+	Trunks   int           // shared-trunk passes (per input size, one per part)
 	Merged   int           // of which on one adapter's merged weights
 	Solo     int           // sub-batches of models that cannot share the trunk
 	Trunk    time.Duration // time in trunk passes
 	Tails    time.Duration // time in per-model tails and solo passes
 }
 
-// Run computes the logits of every item, in order.
+// add counts a part's passes in st; parts run at once, so the times are
+// the longest part's.
+func (st *Stats) add(p Stats) {
+	st.Padded += p.Padded
+	st.Trunks += p.Trunks
+	st.Merged += p.Merged
+	st.Solo += p.Solo
+	st.Trunk = max(st.Trunk, p.Trunk)
+	st.Tails = max(st.Tails, p.Tails)
+}
+
+// minPart is the fewest images a part of a shared pass has: the smallest
+// bucket, below which a second execution costs more than it saves.
+const minPart = 4
+
+// Run computes the logits of every item, in order. The shared pass of each
+// input size is split into parts, at most one per core (backend.Shards),
+// that run at once with models that cannot share the trunk: one execution
+// of the Go backend keeps one core busy.
 func (e *Engine) Run(items []Item) ([][]float32, Stats, error) {
 	st := Stats{Images: len(items)}
 	out := make([][]float32, len(items))
@@ -493,34 +537,88 @@ func (e *Engine) Run(items []Item) ([][]float32, Stats, error) {
 		}
 		bySize[s] = append(bySize[s], i)
 	}
+	var tasks []func(*Stats) error
 	for _, s := range sizes {
-		if err := e.runShared(items, bySize[s], s, out, &st); err != nil {
-			return nil, st, err
+		for _, idx := range splitParts(bySize[s], e.shards) {
+			tasks = append(tasks, func(pst *Stats) error { return e.runShared(items, idx, s, out, pst) })
 		}
 	}
 	for _, m := range soloOrder {
-		t0 := time.Now()
-		idx := solo[m]
-		n := e.Bucket(len(idx))
-		s := m.Pre.Crop
-		x := make([]float32, n*3*s*s)
-		for r, i := range idx {
-			copy(x[r*3*s*s:], items[i].X)
-		}
-		args := append([]any{tensors.FromFlatDataAndDimensions(x, n, 3, s, s)}, m.feed.Args()...)
-		logits, err := callFlat(m.full, args)
-		if err != nil {
-			return nil, st, fmt.Errorf("%s: %w", m.Name, err)
-		}
-		c := m.NumClasses()
-		for r, i := range idx {
-			out[i] = logits[r*c : (r+1)*c]
-		}
-		st.Solo++
-		st.Padded += n
-		st.Tails += time.Since(t0)
+		tasks = append(tasks, func(pst *Stats) error { return e.runSolo(m, items, solo[m], out, pst) })
+	}
+	if err := e.runAtOnce(tasks, &st); err != nil {
+		return nil, st, err
 	}
 	return out, st, nil
+}
+
+// splitParts cuts idx into at most shards contiguous parts of at least
+// minPart images each, their sizes as equal as they can be.
+func splitParts(idx []int, shards int) [][]int {
+	n := max(1, min(shards, len(idx)/minPart))
+	parts := make([][]int, 0, n)
+	for i := range n {
+		parts = append(parts, idx[i*len(idx)/n:(i+1)*len(idx)/n])
+	}
+	return parts
+}
+
+// runAtOnce runs the tasks, at most e.shards at a time, adding their
+// stats to st; the first error (in task order) is returned.
+func (e *Engine) runAtOnce(tasks []func(*Stats) error, st *Stats) error {
+	parts := make([]Stats, len(tasks))
+	errs := make([]error, len(tasks))
+	if e.shards <= 1 || len(tasks) == 1 {
+		for i, t := range tasks {
+			if errs[i] = t(&parts[i]); errs[i] != nil {
+				return errs[i]
+			}
+			st.add(parts[i])
+		}
+		return nil
+	}
+	sem := make(chan struct{}, e.shards)
+	var wg sync.WaitGroup
+	for i, t := range tasks {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[i] = t(&parts[i])
+		})
+	}
+	wg.Wait()
+	for i := range tasks {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		st.add(parts[i])
+	}
+	return nil
+}
+
+// runSolo runs the items idx of a model that cannot share the trunk as one
+// sub-batch through the whole network.
+func (e *Engine) runSolo(m *Model, items []Item, idx []int, out [][]float32, st *Stats) error {
+	t0 := time.Now()
+	n := e.Bucket(len(idx))
+	s := m.Pre.Crop
+	x := make([]float32, n*3*s*s)
+	for r, i := range idx {
+		copy(x[r*3*s*s:], items[i].X)
+	}
+	args := append([]any{tensors.FromFlatDataAndDimensions(x, n, 3, s, s)}, m.feed.Args()...)
+	logits, err := callFlat(m.full, args)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.Name, err)
+	}
+	c := m.NumClasses()
+	for r, i := range idx {
+		out[i] = logits[r*c : (r+1)*c]
+	}
+	st.Solo++
+	st.Padded += n
+	st.Tails += time.Since(t0)
+	return nil
 }
 
 // runShared runs the items idx, all of input size s, through one trunk

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -155,8 +156,10 @@ func TestMixedBatchExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Trunks != 2 || st.Solo != 1 || st.Adapters != 9 {
-		t.Errorf("stats %+v: want 2 shared passes (28 and 32 px), 1 solo sub-batch, 9 models", st)
+	// 12 images of 28 px run as one part per core, 2 of 32 px as one.
+	trunks := min(e.shards, 12/minPart) + 1
+	if st.Trunks != trunks || st.Solo != 1 || st.Adapters != 9 || st.Padded < len(items) {
+		t.Errorf("stats %+v: want %d shared passes (28 px in parts, 32 px), 1 solo sub-batch, 9 models", st, trunks)
 	}
 	for i, it := range items {
 		want := reference(t, base, it.Model, it.X)
@@ -208,6 +211,38 @@ func TestMixedBatchGroupedConv(t *testing.T) {
 	}
 	for i, it := range items {
 		testutil.AssertClose(t, fmt.Sprintf("item %d", i), got[i], reference(t, base, it.Model, it.X), 1e-5)
+	}
+}
+
+func TestSplitParts(t *testing.T) {
+	idx := func(n int) []int {
+		v := make([]int, n)
+		for i := range v {
+			v[i] = i
+		}
+		return v
+	}
+	for _, c := range []struct {
+		n, shards int
+		want      []int // part sizes
+	}{
+		{1, 2, []int{1}},
+		{7, 2, []int{7}},
+		{8, 2, []int{4, 4}},
+		{9, 2, []int{4, 5}},
+		{64, 2, []int{32, 32}},
+		{64, 1, []int{64}},
+		{13, 4, []int{4, 4, 5}},
+	} {
+		parts := splitParts(idx(c.n), c.shards)
+		var sizes, all []int
+		for _, p := range parts {
+			sizes = append(sizes, len(p))
+			all = append(all, p...)
+		}
+		if !slices.Equal(sizes, c.want) || !slices.Equal(all, idx(c.n)) {
+			t.Errorf("splitParts(%d, %d) = %v, want sizes %v covering every index in order", c.n, c.shards, parts, c.want)
+		}
 	}
 }
 
