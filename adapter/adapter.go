@@ -164,14 +164,14 @@ func (a *Adapter) listEntries() []Entry {
 	}
 	for _, t := range a.Targets {
 		as, bs := t.Shapes()
-		la := nn.ConvLayout
+		la := nn.ConvLayout // B too: a 1×1 conv
 		if t.Module.Type == nn.Linear {
 			la = nn.LinearLayout
 		}
 		name := t.Module.Name
 		es = append(es,
 			Entry{Key: name + ".lora_A.weight", Shape: as, Layout: la, Kind: "lora", Module: name},
-			Entry{Key: name + ".lora_B.weight", Shape: bs, Layout: nn.LinearLayout, Kind: "lora", Module: name})
+			Entry{Key: name + ".lora_B.weight", Shape: bs, Layout: la, Kind: "lora", Module: name})
 	}
 	return es
 }

@@ -26,10 +26,10 @@ func ConvDelta(x, a, b *Node, k, stride, padding, groups int, scaling float64) *
 	return MulScalar(Reshape(y, d[0], d[1], d[2], o), scaling)
 }
 
-// LinearDelta is scaling·B(A(x)) for a Linear target: x [N,in], a [in,r],
-// b [r,out].
+// LinearDelta is scaling·B(A(x)) for a Linear target: x [N,in], a [r,in],
+// b [out,r] (PyTorch's layout, as nn.Dense reads it).
 func LinearDelta(x, a, b *Node, scaling float64) *Node {
-	return MulScalar(MatMul(MatMul(x, a), b), scaling)
+	return MulScalar(nn.Dense(nn.Dense(x, a, nil), b, nil), scaling)
 }
 
 // Shapes gives lora_A and lora_B shapes in PEFT's (PyTorch) layout: for a

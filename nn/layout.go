@@ -1,15 +1,18 @@
 package nn
 
 // Layout says how a PyTorch tensor is kept for graphs: conv weights as
-// [K·K·C, O] and linear weights as [in,out] (matmul layout, so no transpose
-// or reshape runs per step); everything else as is. Conversions happen once,
-// when weights are loaded or saved.
+// [K·K·C, O] (matmul layout, so no transpose or reshape runs per step);
+// linear weights as PyTorch keeps them, [out,in], which Dense contracts on
+// its last axis — the layout whose gradient comes out of the backward
+// matmul already in place (as [in,out] it would be transposed on every
+// step); everything else as is. Conversions happen once, when weights are
+// loaded or saved.
 type Layout int
 
 const (
 	Plain        Layout = iota
-	ConvLayout          // [O,C,K,K] ↔ [K·K·C,O]
-	LinearLayout        // [out,in] ↔ [in,out]; also LoRA's 1×1-conv B, [O,r,1,1] ↔ [r,O]
+	ConvLayout          // [O,C,K,K] ↔ [K·K·C,O]; also LoRA's 1×1-conv B, [O,r,1,1] ↔ [r,O]
+	LinearLayout        // [out,in], as is: a weight (decayed), unlike Plain
 )
 
 // ToStore converts PyTorch-layout values of shape s to the Store's layout,
@@ -20,7 +23,7 @@ func (l Layout) ToStore(v []float32, s []int) ([]float32, []int) {
 		return ConvWeightFromTorch(v, s[0], s[1], s[2], s[3]), []int{s[2] * s[3] * s[1], s[0]}
 	case LinearLayout:
 		in := len(v) / s[0]
-		return TransposeMatrix(v, s[0], in), []int{in, s[0]}
+		return v, []int{s[0], in}
 	}
 	return v, s
 }
@@ -30,8 +33,6 @@ func (l Layout) ToTorch(v []float32, s []int) []float32 {
 	switch l {
 	case ConvLayout:
 		return ConvWeightToTorch(v, s[0], s[1], s[2], s[3])
-	case LinearLayout:
-		return TransposeMatrix(v, len(v)/s[0], s[0])
 	}
 	return v
 }
@@ -46,7 +47,7 @@ func (l Layout) StoreShape(s []int) []int {
 		for _, d := range s[1:] {
 			in *= d
 		}
-		return []int{in, s[0]}
+		return []int{s[0], in}
 	}
 	return s
 }

@@ -313,9 +313,10 @@ func MaxPool2D(x *Node, k, stride, padding int) *Node {
 	return Reshape(ReduceMax(cols, 1), n, ho, wo, c)
 }
 
-// Dense computes x [N,I] · w [I,O] + b [O] (torch.nn.Linear); b may be nil.
+// Dense computes x [N,I] · wᵀ + b [O] for w [O,I] (torch.nn.Linear, in its
+// layout); b may be nil.
 func Dense(x, w, b *Node) *Node {
-	y := MatMul(x, w)
+	y := DotGeneral(x, []int{1}, nil, w, []int{1}, nil)
 	if b != nil {
 		y = Add(y, ExpandLeftToRank(b, 2))
 	}
@@ -349,18 +350,6 @@ func ConvWeightToTorch(src []float32, o, c, kh, kw int) []float32 {
 					dst[((oi*c+ci)*kh+i)*kw+j] = src[((i*kw+j)*c+ci)*o+oi]
 				}
 			}
-		}
-	}
-	return dst
-}
-
-// TransposeMatrix turns a row-major [r,c] matrix into [c,r]; Linear weights
-// are [out,in] in PyTorch and [in,out] here.
-func TransposeMatrix(src []float32, r, c int) []float32 {
-	dst := make([]float32, len(src))
-	for i := 0; i < r; i++ {
-		for j := 0; j < c; j++ {
-			dst[j*r+i] = src[i*c+j]
 		}
 	}
 	return dst

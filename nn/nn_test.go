@@ -3,7 +3,6 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
-	"slices"
 	"testing"
 
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
@@ -138,10 +137,6 @@ func TestLayoutRoundTrip(t *testing.T) {
 	moved := ConvWeightFromTorch(src, 4, 3, 2, 5)
 	if want, at := src[((1*3+2)*2+0)*5+3], ((0*5+3)*3+2)*4+1; moved[at] != want {
 		t.Fatalf("conv layout: got %g at [0,3,2,1], want %g", moved[at], want)
-	}
-	m := TransposeMatrix([]float32{1, 2, 3, 4, 5, 6}, 2, 3)
-	if want := []float32{1, 4, 2, 5, 3, 6}; !slices.Equal(m, want) {
-		t.Fatalf("TransposeMatrix = %v, want %v", m, want)
 	}
 }
 

@@ -355,13 +355,14 @@ func (e *Engine) collapseTail(a *adapter.Adapter, feed *classifier.Feed) (*class
 	if lora {
 		args = append(args, get["fc.lora_A.weight"], get["fc.lora_B.weight"])
 	}
+	// Weights are [out,in]: W = W₀·W_fc, b = W₀·b_fc + b₀.
 	exec, err := NewExec(e.backend, func(x []*Node) []*Node {
 		w := x[0]
 		if lora {
-			w = Add(w, MulScalar(MatMul(x[4], x[5]), t.Scaling))
+			w = Add(w, MulScalar(MatMul(x[5], x[4]), t.Scaling)) // B·A
 		}
-		bias := Add(Reshape(MatMul(Reshape(x[1], 1, mid), x[2]), h0.Out), x[3])
-		return []*Node{MatMul(w, x[2]), bias}
+		bias := Add(Reshape(MatMul(x[2], Reshape(x[1], mid, 1)), h0.Out), x[3])
+		return []*Node{MatMul(x[2], w), bias}
 	})
 	if err != nil {
 		return nil, false, err
