@@ -54,7 +54,7 @@ type Engine struct {
 	bnOf      map[string]string // conv → the batch norm folded into it
 	feedIndex map[string]int    // trunk feed key → position
 	merge     bool
-	shards    int // parts a batch is split into, run at once (backend.Shards)
+	shards    int        // parts a batch is split into, run at once (backend.Shards)
 	matMu     sync.Mutex // serializes materialize
 
 	mu       sync.Mutex // guards what follows
