@@ -55,13 +55,16 @@ var (
 	// ConfigBytes bounds a JSON config file such as adapter_config.json or
 	// lorafit.json (1 MiB; real ones are under 2 KB).
 	ConfigBytes = &Limit{"LORAFIT_MAX_CONFIG_BYTES", "bytes in one JSON config file", 1 << 20}
+	// ResultsBytes bounds an experiment's results.json read back by
+	// `lorafit compare` (64 MiB; a full study's is well under 1 MB).
+	ResultsBytes = &Limit{"LORAFIT_MAX_RESULTS_BYTES", "bytes in one results.json", 64 << 20}
 	// IDXBytes bounds the data an idx (MNIST-format) file announces
 	// (1 GiB; EMNIST's largest file is 550 MB).
 	IDXBytes = &Limit{"LORAFIT_MAX_IDX_BYTES", "bytes of data in one idx file", 1 << 30}
 )
 
 // All lists every limit, for documentation and tests.
-var All = []*Limit{ImagePixels, CheckpointBytes, PickleBytes, PickleObjects, PickleStack, PickleMemo, PickleContainer, ConfigBytes, IDXBytes}
+var All = []*Limit{ImagePixels, CheckpointBytes, PickleBytes, PickleObjects, PickleStack, PickleMemo, PickleContainer, ConfigBytes, ResultsBytes, IDXBytes}
 
 // Max is the limit in force: Env's value if set, else Default. A value that
 // is not a positive integer is an error rather than silently the default.

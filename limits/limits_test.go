@@ -72,6 +72,7 @@ func TestDefaultsFitRealInputs(t *testing.T) {
 		{CheckpointBytes, resnet152FP32 + 1<<20},
 		{IDXBytes, 60000 * 28 * 28},
 		{ConfigBytes, 64 << 10},
+		{ResultsBytes, 1 << 20}, // a 5-case study's is 37 KB
 	} {
 		t.Setenv(tc.l.Env, "")
 		if err := tc.l.Check(tc.n); err != nil {

@@ -47,6 +47,8 @@ func init() {
 			"adapter init --out DIR [--weights W] [--case N | --config FILE] [overrides] [--seed S] [--dtype F32|F16|BF16]", false, runAdapter},
 		"merge": {"fold an adapter into its base weights and write a plain model (.safetensors)",
 			"merge --weights W --adapter DIR --out FILE.safetensors", false, runMerge},
+		"compare": {"put the same cases of several experiments side by side (e.g. a random and a pretrained backbone), with a report",
+			"compare --out DIR RUN_DIR RUN_DIR...", false, runCompare},
 		"inspect": {"list a checkpoint's tensors, its module tree with parameter counts, and totals",
 			"inspect [--json] FILE.pth|FILE.safetensors|ADAPTER_DIR", false, runInspect},
 		"serve": {"serve adapters over HTTP: one base in memory, an adapter per request, batched across adapters, with a web page", "serve --weights W --adapters DIR [--addr 127.0.0.1:8080] [--max-adapters 128] [--max-batch 64] [--batch-wait 5ms]", true, runServe},
