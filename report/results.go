@@ -1,6 +1,7 @@
 // Package report turns an experiment's numbers into files a person reads
 // and shares: results.json (every number), report.md, a self-contained
-// report.html, and PNG plots.
+// report.html, and PNG plots; and several experiments' results.json into
+// one comparison (WriteComparison).
 package report
 
 import "time"
