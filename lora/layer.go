@@ -14,7 +14,7 @@ import (
 // B a 1×1 conv (r→out) with the base conv's groups. x is [N,H,W,C]; a is
 // [k·k·C,r] and b is [r/groups,O] (matmul layout).
 func ConvDelta(x, a, b *Node, k, stride, padding, groups int, scaling float64) *Node {
-	h := nn.Conv2D(x, a, k, stride, padding, 1)
+	h := nn.Conv2DNarrow(x, a, k, stride, padding)
 	d := h.Shape().Dimensions
 	m, r, o := d[0]*d[1]*d[2], d[3], b.Shape().Dimensions[1]
 	var y *Node

@@ -24,8 +24,8 @@ func randTensor(rng *rand.Rand, dims ...int) *tensors.Tensor {
 }
 
 // TestConv2DMatchesNativeConvolution checks the im2col path (and its skipping
-// of taps that only read padding) against the backend's own convolution, on
-// map sizes where ResNet's late layers run at 28×28 input.
+// of taps that only read padding), and Conv2DNarrow, against the backend's
+// own convolution, on map sizes where ResNet's late layers run at 28×28 input.
 func TestConv2DMatchesNativeConvolution(t *testing.T) {
 	b, err := backend.New("go")
 	if err != nil {
@@ -82,6 +82,13 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 			ref := grads(nativeConv)
 			assertNear(t, "d/dx", mine[0], ref[0])
 			assertNear(t, "d/dw", mine[1], ref[1])
+			if g == 1 { // Conv2DNarrow, LoRA A's conv, is the same map with the product turned around
+				narrow := func(x, w *Node) *Node { return Conv2DNarrow(x, w, tc.k, tc.s, tc.p) }
+				assertNear(t, "narrow output", MustExecOnce(b, narrow, x, w), native)
+				ng := grads(narrow)
+				assertNear(t, "narrow d/dx", ng[0], ref[0])
+				assertNear(t, "narrow d/dw", ng[1], ref[1])
+			}
 		})
 	}
 }
