@@ -71,7 +71,7 @@ func (m Module) WeightShape() []int {
 // and work on a weight baked in as a constant (SetConst) is done once, when
 // the graph is built.
 func Conv2D(x, w *Node, k, stride, padding, groups int) *Node {
-	return conv2D(x, w, k, stride, padding, groups, false)
+	return conv2D(x, w, k, stride, padding, groups, matmulProduct)
 }
 
 // Conv2DNarrow is Conv2D without groups for a trainable weight with few
@@ -81,10 +81,18 @@ func Conv2D(x, w *Node, k, stride, padding, groups int) *Node {
 // backward pass to form Pᵀ·dy (it transposes an operand whose contracting
 // axis leads): 10% of a case-3 step. Only [O, N·Ho·Wo] is transposed here.
 func Conv2DNarrow(x, w *Node, k, stride, padding int) *Node {
-	return conv2D(x, w, k, stride, padding, 1, true)
+	return conv2D(x, w, k, stride, padding, 1, narrowProduct)
 }
 
-func conv2D(x, w *Node, k, stride, padding, groups int, narrow bool) *Node {
+// matmulProduct is p·w for p [..., K] and w [K, O]: [..., O].
+func matmulProduct(p, w *Node) *Node {
+	return DotGeneral(p, []int{p.Rank() - 1}, nil, w, []int{0}, nil)
+}
+
+// conv2D lays x out for product, which multiplies p [..., K] (x itself for
+// an ungrouped 1×1 conv without stride or padding, else the patches) by w
+// [K, O].
+func conv2D(x, w *Node, k, stride, padding, groups int, product func(p, w *Node) *Node) *Node {
 	xd, wd := x.Shape().Dimensions, w.Shape().Dimensions
 	groups = max(groups, 1)
 	if len(xd) != 4 || len(wd) != 2 || xd[3]%groups != 0 || wd[0] != k*k*xd[3]/groups || wd[1]%groups != 0 {
@@ -100,10 +108,7 @@ func conv2D(x, w *Node, k, stride, padding, groups int, narrow bool) *Node {
 	rows := liveTaps(k, h, ho, stride, padding)
 	cols := liveTaps(k, wi, wo, stride, padding)
 	if k == 1 && stride == 1 && padding == 0 && groups == 1 {
-		if narrow {
-			return narrowProduct(x, w)
-		}
-		return DotGeneral(x, []int{3}, nil, w, []int{0}, nil)
+		return product(x, w)
 	}
 	cg := c / groups
 	if len(rows) != k || len(cols) != k {
@@ -113,10 +118,7 @@ func conv2D(x, w *Node, k, stride, padding, groups int, narrow bool) *Node {
 	taps, m := len(rows)*len(cols), n*ho*wo
 	patches := im2col(x, rows, cols, stride, ho, wo) // [M, taps·C], tap by tap as w's rows
 	if groups == 1 {
-		if narrow {
-			return Reshape(narrowProduct(patches, w), n, ho, wo, o)
-		}
-		return Reshape(MatMul(patches, w), n, ho, wo, o)
+		return Reshape(product(patches, w), n, ho, wo, o)
 	}
 	// One matmul per group, batched: patches [G, M, taps·C/G] times weights
 	// [G, taps·C/G, O/G].
