@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 
@@ -54,6 +55,20 @@ func init() {
 		"serve": {"serve adapters over HTTP: one base in memory, an adapter per request, batched across adapters, with a web page", "serve --weights W --adapters DIR [--addr 127.0.0.1:8080] [--max-adapters 128] [--max-batch 64] [--batch-wait 5ms]", true, runServe},
 		"weights": {"list the pretrained weights lorafit knows, or download one into the cache",
 			"weights list | weights download [--dir DIR] NAME", false, runWeights},
+	}
+}
+
+// computeGCPercent is the GC target of verbs that compute. Their heap is
+// mostly tensors of a few MB, made per step and dropped soon after; at Go's
+// default GOGC=100 the heap grows to twice what is live before each
+// collection. 25 cut the 4-case study's peak RSS from 2.30 to 1.42 GB at
+// the same speed (21.3 s both; a case-2 step was no slower).
+const computeGCPercent = 25
+
+// tuneGC sets computeGCPercent unless $GOGC says otherwise.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(computeGCPercent)
 	}
 }
 
@@ -102,6 +117,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, w := range backend.BuildWarnings() {
 			fmt.Fprintf(stderr, "lorafit: WARNING: %s\n", w)
 		}
+	}
+	if v.compute {
+		tuneGC()
 	}
 	if path := os.Getenv("LORAFIT_CPUPROFILE"); path != "" && v.compute {
 		stop, err := startCPUProfile(path)

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -216,5 +217,21 @@ func TestParamsCases(t *testing.T) {
 	code, _, stderr := lorafit(t, "params", "--target", `.*.2.conv`)
 	if code != 1 || !strings.Contains(stderr, "closest names: ") || !strings.Contains(stderr, "layer1.2.conv1") {
 		t.Errorf("the blog's regex: exit %d, %s", code, stderr)
+	}
+}
+
+// TestTuneGC: computing verbs lower the GC target, unless $GOGC is set.
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for _, c := range []struct {
+		env  string
+		want int
+	}{{"", computeGCPercent}, {"100", 100}} {
+		t.Setenv("GOGC", c.env)
+		debug.SetGCPercent(100)
+		tuneGC()
+		if got := debug.SetGCPercent(100); got != c.want {
+			t.Errorf("GOGC=%q: GC percent %d, want %d", c.env, got, c.want)
+		}
 	}
 }
