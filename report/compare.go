@@ -164,7 +164,7 @@ func WriteComparison(dir string, runs []Run) (*Comparison, error) {
 	}
 	fig := figure{File: "compare.png", PNG: png, Wide: true,
 		Caption: "Test accuracy per case, one bar per run."}
-	d := compareDocument(c, runs, fig)
+	d := compareDocument(dir, c, runs, fig)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
@@ -184,19 +184,27 @@ func WriteComparison(dir string, runs []Run) (*Comparison, error) {
 	return c, nil
 }
 
-// AccuracyTable is the comparison's accuracy table, one row per case: the
-// rows compare.md shows, for a terminal.
+// AccuracyTable is the comparison's accuracies, one row per case: the
+// case, each run's test accuracy and, for two runs, the change in points —
+// the first columns of compare.md's table, for a terminal.
 func (c *Comparison) AccuracyTable() (head []string, rows [][]string) {
 	t := accuracyTable(c)
-	head = t.Head
+	n := len(c.Runs) + 1
+	if len(c.Runs) == 2 {
+		n++
+	}
+	head = append([]string{"test accuracy"}, t.Head[1:n]...)
 	for _, r := range t.Rows {
-		rows = append(rows, append([]string{r.Label}, r.Cells...))
+		rows = append(rows, append([]string{r.Label}, r.Cells[:n-1]...))
 	}
 	return head, rows
 }
 
+// accuracyTable has a row per case: each run's accuracy first (what the
+// comparison is for, visible without scrolling), then the change, the
+// trainable parameters and what is trained.
 func accuracyTable(c *Comparison) *table {
-	t := &table{Head: []string{"", "what is trained", "trainable parameters"}}
+	t := &table{Head: []string{""}}
 	for _, r := range c.Runs {
 		t.Head = append(t.Head, r.Label)
 	}
@@ -204,8 +212,9 @@ func accuracyTable(c *Comparison) *table {
 	if delta {
 		t.Head = append(t.Head, "change (points)")
 	}
+	t.Head = append(t.Head, "trainable parameters", "what is trained")
 	for _, cc := range c.Cases {
-		rw := row{Label: caseName(cc.Case), Cells: []string{orNone(cc.Description), Thousands(int64(cc.Trainable))}}
+		rw := row{Label: caseName(cc.Case)}
 		for _, a := range cc.Accuracy {
 			if a == nil {
 				rw.Cells = append(rw.Cells, none)
@@ -220,12 +229,13 @@ func accuracyTable(c *Comparison) *table {
 			}
 			rw.Cells = append(rw.Cells, d)
 		}
+		rw.Cells = append(rw.Cells, Thousands(int64(cc.Trainable)), orNone(cc.Description))
 		t.Rows = append(t.Rows, rw)
 	}
 	return t
 }
 
-func compareDocument(c *Comparison, runs []Run, fig figure) *document {
+func compareDocument(dir string, c *Comparison, runs []Run, fig figure) *document {
 	labels := make([]string, len(c.Runs))
 	for i, r := range c.Runs {
 		labels[i] = r.Label
@@ -268,10 +278,30 @@ func compareDocument(c *Comparison, runs []Run, fig figure) *document {
 	d.Sections = append(d.Sections, section{Title: "Runs", Groups: groups})
 	links := []fact{{Label: "every number", Value: "comparison.json", Href: "comparison.json"}}
 	for _, r := range runs {
-		links = append(links, fact{Label: r.Label, Value: filepath.Join(r.Dir, "report.html"), Code: true})
+		report := filepath.Join(r.Dir, "report.html")
+		f := fact{Label: r.Label, Value: report, Code: true}
+		if rel, err := relativeTo(dir, report); err == nil {
+			f.Href = rel
+		}
+		links = append(links, f)
 	}
 	d.Sections = append(d.Sections, section{Title: "Files", Text: "The runs' own reports are next to their results.json.", Links: links})
 	return d
+}
+
+// relativeTo is target's path relative to dir, for a link that keeps
+// working when the two directories move together.
+func relativeTo(dir, target string) (string, error) {
+	ad, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	at, err := filepath.Abs(target)
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(ad, at)
+	return filepath.ToSlash(rel), err
 }
 
 // runColors tell the runs apart in compare.png (cases are on the x axis).

@@ -69,7 +69,8 @@ func TestCompare(t *testing.T) {
 		}
 	}
 	md := string(read(t, out, "compare.md"))
-	for _, s := range []string{"| **" + caseName(n1) + "** |", "50.00% | 12.50% | -37.50 |", "| **full FT** |", "— | 90.00% | — |",
+	for _, s := range []string{"| **" + caseName(n1) + "** | 50.00% | 12.50% | -37.50 |", "| **full FT** | — | 90.00% | — | 100 |",
+		"(../random/report.html)", "(../fashion/report.html)",
 		"random init (seed 0)", "fashion.safetensors", "the runs are alike"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("compare.md lacks %q:\n%s", s, md)

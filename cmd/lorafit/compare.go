@@ -36,9 +36,9 @@ func runCompare(fs *flag.FlagSet, args []string, out io.Writer) error {
 	}
 	head, rows := c.AccuracyTable()
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, strings.Join(append([]string{"test accuracy"}, head[3:]...), "\t")+"\t")
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(append([]string{r[0]}, r[3:]...), "\t")+"\t")
+		fmt.Fprintln(tw, strings.Join(r, "\t")+"\t")
 	}
 	if err := tw.Flush(); err != nil {
 		return err
