@@ -53,6 +53,37 @@ func Shards(b compute.Backend) int {
 	return max(sharded[b], 1)
 }
 
+// AtOnce calls f(0), …, f(n-1), at most limit at a time (one per core:
+// limit is usually Shards), and returns the first error in index order.
+// With a limit of 1 the calls run in order and stop at the first error.
+func AtOnce(n, limit int, f func(i int) error) error {
+	if limit <= 1 || n <= 1 {
+		for i := range n {
+			if err := f(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, n)
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[i] = f(i)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // New creates the backend named by config ("go", "xla:cpu", "xla:cuda", …),
 // with an error, not a panic, when that backend is not compiled in. "go" is
 // lorafit's tuned configuration of the pure-Go backend (see Shards); "go:"

@@ -101,38 +101,27 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 	var out []float32
 	var outDims []int
 	var mu sync.Mutex
-	parts := (n + part - 1) / part
-	errs := make([]error, parts)
-	sem := make(chan struct{}, p.shards)
-	var wg sync.WaitGroup
-	for i := range parts {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			lo, hi := i*part, min((i+1)*part, n)
-			in := make([]float32, part*per) // the last part is padded: one compiled shape
-			copy(in, flat[lo*per:hi*per])
-			y, err := p.run(tensors.FromFlatDataAndDimensions(in, append([]int{part}, dims[1:]...)...))
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			yd := y.Shape().Dimensions
-			c := y.Shape().Size() / part
-			mu.Lock()
-			if out == nil {
-				out, outDims = make([]float32, n*c), append([]int{n}, yd[1:]...)
-			}
-			mu.Unlock()
-			copy(out[lo*c:hi*c], tensors.MustCopyFlatData[float32](y)[:(hi-lo)*c])
-			y.FinalizeAll()
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
+	err := backend.AtOnce((n+part-1)/part, p.shards, func(i int) error {
+		lo, hi := i*part, min((i+1)*part, n)
+		in := make([]float32, part*per) // the last part is padded: one compiled shape
+		copy(in, flat[lo*per:hi*per])
+		y, err := p.run(tensors.FromFlatDataAndDimensions(in, append([]int{part}, dims[1:]...)...))
 		if err != nil {
-			return nil, err
+			return err
 		}
+		yd := y.Shape().Dimensions
+		c := y.Shape().Size() / part
+		mu.Lock()
+		if out == nil {
+			out, outDims = make([]float32, n*c), append([]int{n}, yd[1:]...)
+		}
+		mu.Unlock()
+		copy(out[lo*c:hi*c], tensors.MustCopyFlatData[float32](y)[:(hi-lo)*c])
+		y.FinalizeAll()
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return tensors.FromFlatDataAndDimensions(out, outDims...), nil
 }

@@ -568,31 +568,11 @@ func splitParts(idx []int, shards int) [][]int {
 // stats to st; the first error (in task order) is returned.
 func (e *Engine) runAtOnce(tasks []func(*Stats) error, st *Stats) error {
 	parts := make([]Stats, len(tasks))
-	errs := make([]error, len(tasks))
-	if e.shards <= 1 || len(tasks) == 1 {
-		for i, t := range tasks {
-			if errs[i] = t(&parts[i]); errs[i] != nil {
-				return errs[i]
-			}
-			st.add(parts[i])
-		}
-		return nil
+	if err := backend.AtOnce(len(tasks), e.shards, func(i int) error { return tasks[i](&parts[i]) }); err != nil {
+		return err
 	}
-	sem := make(chan struct{}, e.shards)
-	var wg sync.WaitGroup
-	for i, t := range tasks {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			errs[i] = t(&parts[i])
-		})
-	}
-	wg.Wait()
-	for i := range tasks {
-		if errs[i] != nil {
-			return errs[i]
-		}
-		st.add(parts[i])
+	for _, p := range parts {
+		st.add(p)
 	}
 	return nil
 }

@@ -15,7 +15,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -303,38 +302,31 @@ func (t *Trainer) call(x []float32, labels []int32, lr float64, seed int64) (los
 		return 0, 0, err
 	}
 	parts := make([][]*tensors.Tensor, t.shards)
-	errs := make([]error, t.shards)
-	var wg sync.WaitGroup
-	for p := range t.shards {
+	err = backend.AtOnce(t.shards, t.shards, func(p int) error {
 		lo, hi := p*n/t.shards, (p+1)*n/t.shards
-		wg.Go(func() {
-			rng, err := RNGStateFromSeed(seed*int64(t.shards) + int64(p))
-			if err != nil {
-				errs[p] = err
-				return
-			}
-			args := []any{
-				tensors.FromFlatDataAndDimensions(x[lo*per:hi*per], append([]int{hi - lo}, dims...)...),
-				tensors.FromFlatDataAndDimensions(labels[lo:hi], hi-lo),
-				rng,
-			}
-			if !t.bake {
-				args = append(args, t.frozen.Args()...)
-			}
-			for _, k := range t.params {
-				args = append(args, t.ad.Tensor(k))
-			}
-			for _, k := range t.buffers {
-				args = append(args, t.ad.Tensor(k))
-			}
-			parts[p], errs[p] = t.grads.Call(args...)
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
+		rng, err := RNGStateFromSeed(seed*int64(t.shards) + int64(p))
 		if err != nil {
-			return 0, 0, fmt.Errorf("train step %d: %w", t.step, err)
+			return err
 		}
+		args := []any{
+			tensors.FromFlatDataAndDimensions(x[lo*per:hi*per], append([]int{hi - lo}, dims...)...),
+			tensors.FromFlatDataAndDimensions(labels[lo:hi], hi-lo),
+			rng,
+		}
+		if !t.bake {
+			args = append(args, t.frozen.Args()...)
+		}
+		for _, k := range t.params {
+			args = append(args, t.ad.Tensor(k))
+		}
+		for _, k := range t.buffers {
+			args = append(args, t.ad.Tensor(k))
+		}
+		parts[p], err = t.grads.Call(args...)
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("train step %d: %w", t.step, err)
 	}
 	np := len(t.params)
 	tasks := make([]task, np)
