@@ -68,7 +68,7 @@ type Options struct {
 	// ErrOverBudget). DefaultBudget if 0.
 	Budget int64
 	// BF16 stores features as bfloat16: half the memory, 3 significant
-	// digits (what it does to accuracy is measured in README).
+	// digits (README gives what it did to the study's accuracies).
 	BF16 bool
 	// Views is how many augmented views of each image are kept (0 or 1: the
 	// image as it is).
