@@ -44,7 +44,7 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 		{"7x7 s2 p3 on 9x7", 9, 7, 7, 2, 3, 3, 0},
 		{"1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 5, 0},
 		{"1x1 s1 p0 on 3x3", 3, 3, 1, 1, 0, 5, 0},
-		// From gatherMinChannels on, im2col is one Gather instead of slices.
+		// Runs of many channels (the gather copies len(cols)·C floats at once).
 		{"gather: 3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 16, 0},
 		{"gather: 3x3 s2 p1 on 5x4", 5, 4, 3, 2, 1, 16, 0},
 		{"gather: 3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 16, 0},
@@ -54,7 +54,7 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 		{"4 groups: 3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 16, 4},
 		{"2 groups: 3x3 s2 p1 on 5x4", 5, 4, 3, 2, 1, 16, 2},
 		{"3 groups: 3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 6, 3},
-		{"2 groups: 3x3 s2 p1 on 4x4, slices", 4, 4, 3, 2, 1, 4, 2},
+		{"2 groups: 3x3 s2 p1 on 4x4, 2 channels a group", 4, 4, 3, 2, 1, 4, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := max(tc.g, 1)
@@ -93,7 +93,7 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 	}
 }
 
-// TestMaxPool2D checks both im2col paths against GoMLX's own pooling
+// TestMaxPool2D checks the im2col max against GoMLX's own pooling
 // (reduce-window), forward and backward.
 func TestMaxPool2D(t *testing.T) {
 	b, err := backend.New("go")
@@ -101,7 +101,7 @@ func TestMaxPool2D(t *testing.T) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, c := range []int{4, 16} { // below and above gatherMinChannels
+	for _, c := range []int{4, 16} {
 		x := randTensor(rng, 2, 9, 8, c)
 		ref := func(x *Node) *Node {
 			return MaxPool(x).Window(3).Strides(2).PaddingPerDim([][2]int{{1, 1}, {1, 1}}).Done()
