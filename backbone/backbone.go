@@ -74,6 +74,32 @@ type Pass struct {
 	// Updated receives the new running_mean, running_var and
 	// num_batches_tracked of train-mode batch norms, by key.
 	Updated nn.Weights
+	// Differentiated tells that a loss will be differentiated through the
+	// pass (training): ReLUs the gradient flows through then take the form
+	// whose gradient is cheap (see nn.ReLUDifferentiable).
+	Differentiated bool
+	// flowing records that the pass has met something trainable (a hook's
+	// delta, a train-mode batch norm, a weight that is not a constant):
+	// the gradient flows through what follows, not through what came before.
+	flowing bool
+}
+
+// ReLU is the activation after a conv, batch norm or residual sum.
+func (p *Pass) ReLU(x *Node) *Node {
+	if p.Differentiated && p.flowing {
+		return nn.ReLUDifferentiable(x)
+	}
+	return nn.ReLU(x)
+}
+
+// Weight returns the named weight, noting whether it is trainable (not a
+// constant): from then on the pass is on the gradient's path.
+func (p *Pass) Weight(name string) *Node {
+	w := p.Weights.Get(name)
+	if !nn.IsConst(w) {
+		p.flowing = true
+	}
+	return w
 }
 
 // BNMomentum and BNEps are torch.nn.BatchNorm2d's defaults, used by every
@@ -87,7 +113,7 @@ const (
 // running statistics, or train mode, recording the updated statistics.
 func (p *Pass) BatchNorm(x *Node, name string) *Node {
 	w := p.Weights
-	gamma, beta := w.Get(name+".weight"), w.Get(name+".bias")
+	gamma, beta := p.Weight(name+".weight"), p.Weight(name+".bias")
 	mean, variance := w.Get(name+".running_mean"), w.Get(name+".running_var")
 	if p.TrainBN == nil || !p.TrainBN(name) {
 		return nn.BatchNormInference(x, gamma, beta, mean, variance, BNEps)
@@ -105,13 +131,14 @@ func (p *Pass) BatchNorm(x *Node, name string) *Node {
 
 // Conv runs a conv module (torchvision's CNNs have no conv bias) and the hook.
 func (p *Pass) Conv(x *Node, m nn.Module) *Node {
-	return p.hooked(m, x, nn.Conv2D(x, p.Weights.Get(m.Name+".weight"), m.Kernel, m.Stride, m.Padding, m.Groups))
+	return p.hooked(m, x, nn.Conv2D(x, p.Weight(m.Name+".weight"), m.Kernel, m.Stride, m.Padding, m.Groups))
 }
 
 // hooked adds the hook's delta for module m to its output y.
 func (p *Pass) hooked(m nn.Module, x, y *Node) *Node {
 	if p.Hook != nil {
 		if d := p.Hook(m, x); d != nil {
+			p.flowing = true
 			y = Add(y, d)
 		}
 	}
@@ -128,9 +155,10 @@ func (p *Pass) ConvBN(x *Node, conv nn.Module, bn string) *Node {
 	if !folded || (p.TrainBN != nil && p.TrainBN(bn)) {
 		return p.BatchNorm(p.Conv(x, conv), bn)
 	}
-	y := nn.Conv2D(x, p.Weights.Get(conv.Name+FoldedWeight), conv.Kernel, conv.Stride, conv.Padding, conv.Groups)
+	y := nn.Conv2D(x, p.Weight(conv.Name+FoldedWeight), conv.Kernel, conv.Stride, conv.Padding, conv.Groups)
 	if p.Hook != nil {
 		if d := p.Hook(conv, x); d != nil {
+			p.flowing = true
 			y = Add(y, Mul(d, ExpandLeftToRank(p.Weights.Get(bn+FoldedScale), d.Rank())))
 		}
 	}
@@ -139,5 +167,5 @@ func (p *Pass) ConvBN(x *Node, conv nn.Module, bn string) *Node {
 
 // Linear runs a Linear module (weight and bias) and the hook.
 func (p *Pass) Linear(x *Node, m nn.Module) *Node {
-	return p.hooked(m, x, nn.Dense(x, p.Weights.Get(m.Name+".weight"), p.Weights.Get(m.Name+".bias")))
+	return p.hooked(m, x, nn.Dense(x, p.Weight(m.Name+".weight"), p.Weight(m.Name+".bias")))
 }

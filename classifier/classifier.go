@@ -44,7 +44,7 @@ func (f *Forward) Logits(x *Node, from int) *Node {
 // Stages runs stages [from, to) of the network, and the head when to is the
 // last stage's end.
 func (f *Forward) Stages(x *Node, from, to int) *Node {
-	p := &backbone.Pass{Weights: f.Weights}
+	p := &backbone.Pass{Weights: f.Weights, Differentiated: f.Training}
 	var head []adapter.HeadLayer
 	if a := f.Adapter; a != nil {
 		p.Hook = f.hook
@@ -61,9 +61,9 @@ func (f *Forward) Stages(x *Node, from, to int) *Node {
 	}
 	for i, h := range head {
 		if i > 0 {
-			y = nn.ReLU(y)
+			y = p.ReLU(y)
 		}
-		y = nn.Dense(y, f.Weights.Get(h.Name+".weight"), f.Weights.Get(h.Name+".bias"))
+		y = nn.Dense(y, p.Weight(h.Name+".weight"), p.Weight(h.Name+".bias"))
 	}
 	return y
 }

@@ -105,6 +105,40 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 	}
 }
 
+// TestReLUDifferentiable checks the training ReLU against torch.relu (the
+// expected values are what PyTorch 1.13 gives for this x and adjoint): NaN
+// passes through, the gradient is zero where x ≤ 0 (x = 0 included) and
+// the adjoint elsewhere (NaN included).
+func TestReLUDifferentiable(t *testing.T) {
+	b, err := backend.New("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nan := float32(math.NaN())
+	x := tensors.FromValue([]float32{-2, -0.5, 0, 1e-30, 0.25, 3, nan})
+	v := tensors.FromValue([]float32{1, 2, 3, 4, 5, 6, 7})
+	out := MustExecOnceN(b, func(x, v *Node) []*Node {
+		y := ReLUDifferentiable(x)
+		return []*Node{y, Gradient(ReduceAllSum(Mul(y, v)), x)[0]}
+	}, x, v)
+	y, dx := tensors.MustCopyFlatData[float32](out[0]), tensors.MustCopyFlatData[float32](out[1])
+	wantY := []float32{0, 0, 0, 1e-30, 0.25, 3}
+	wantDx := []float32{0, 0, 0, 4, 5, 6, 7}
+	for i, w := range wantY {
+		if y[i] != w {
+			t.Errorf("relu(%g) = %g, want %g", tensors.MustCopyFlatData[float32](x)[i], y[i], w)
+		}
+	}
+	if !math.IsNaN(float64(y[6])) {
+		t.Errorf("relu(NaN) = %g, want NaN", y[6])
+	}
+	for i, w := range wantDx {
+		if dx[i] != w {
+			t.Errorf("d relu/dx at element %d = %g, want %g", i, dx[i], w)
+		}
+	}
+}
+
 // TestMaxPool2D checks the im2col max against GoMLX's own pooling
 // (reduce-window), forward and backward.
 func TestMaxPool2D(t *testing.T) {

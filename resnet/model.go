@@ -106,7 +106,7 @@ func (n *Net) ConvBNs() []backbone.ConvBN {
 func (cb convBN) run(x *Node, p *backbone.Pass) *Node {
 	y := p.ConvBN(x, cb.conv, cb.bn.Name)
 	if cb.relu {
-		y = nn.ReLU(y)
+		y = p.ReLU(y)
 	}
 	return y
 }
@@ -119,7 +119,7 @@ func (b block) run(x *Node, p *backbone.Pass) *Node {
 	for _, cb := range b.shortcut {
 		identity = cb.run(identity, p)
 	}
-	return nn.ReLU(Add(y, identity))
+	return p.ReLU(Add(y, identity))
 }
 
 // InferConfig reads the architecture off a state_dict's keys and shapes, so
