@@ -3,9 +3,11 @@ package classifier
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -307,6 +309,37 @@ func TestPredictorParts(t *testing.T) {
 	parts := NewPredictor(testutil.Backend(), base, a)
 	parts.shards = 2 // parts of 3: the second is padded
 	testutil.AssertClose(t, "parts vs whole", logits2(t, parts, x), logits2(t, whole, x), 1e-6)
+}
+
+// TestPredictorShortBatch: a batch shorter than one already run (a test
+// set's remainder) is padded to the compiled size, not compiled anew, and
+// gives the logits a predictor compiled for its own size gives (up to
+// rounding: the backend picks its matmul kernel by size).
+func TestPredictorShortBatch(t *testing.T) {
+	base := loadBase(t, testutil.ResNet50W4)
+	a := newAdapter(t, base, narrowCase2(), 2)
+	rng := rand.New(rand.NewPCG(7, 7))
+	images := func(n int) *tensors.Tensor {
+		v := make([]float32, n*3*28*28)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return tensors.FromFlatDataAndDimensions(v, n, 3, 28, 28)
+	}
+	for _, shards := range []int{1, 2} {
+		p := NewPredictor(testutil.Backend(), base, a)
+		p.shards = shards
+		logits2(t, p, images(8))
+		short := images(3)
+		got := logits2(t, p, short)
+		if want := []int{8 / shards}; !slices.Equal(p.sizes, want) {
+			t.Errorf("%d shard(s): compiled part sizes %v, want %v", shards, p.sizes, want)
+		}
+		own := NewPredictor(testutil.Backend(), base, a)
+		own.shards = shards
+		want := logits2(t, own, short)
+		testutil.AssertClose(t, fmt.Sprintf("%d shard(s): padded short batch", shards), got, want, 1e-5)
+	}
 }
 
 func logits2(t *testing.T, p *Predictor, x *tensors.Tensor) []float32 {

@@ -2,6 +2,7 @@ package classifier
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/gomlx/compute"
@@ -32,6 +33,9 @@ type Predictor struct {
 	once     sync.Once
 	exec     *Exec
 	err      error
+
+	mu    sync.Mutex
+	sizes []int // part sizes compiled so far, ascending
 }
 
 // MaxPartElements bounds the input of one execution: 64 MNIST digits at
@@ -86,8 +90,8 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 		return nil, fmt.Errorf("inference: input must be [N,3,H,W], got %v", dims)
 	}
 	n, per := dims[0], x.Shape().Size()/max(dims[0], 1)
-	part := partSize(n, p.shards, per)
-	if part >= n {
+	part := p.compiledSize(partSize(n, p.shards, per))
+	if part == n {
 		return p.run(x)
 	}
 	shared := p.own.Values
@@ -102,6 +106,8 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 	var outDims []int
 	var mu sync.Mutex
 	err := backend.AtOnce((n+part-1)/part, p.shards, func(i int) error {
+		// Every part is padded to the compiled size (a batch's last part,
+		// or a short batch: the remainder of a test set).
 		lo, hi := i*part, min((i+1)*part, n)
 		in := make([]float32, part*per) // the last part is padded: one compiled shape
 		copy(in, flat[lo*per:hi*per])
@@ -124,6 +130,27 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 		return nil, err
 	}
 	return tensors.FromFlatDataAndDimensions(out, outDims...), nil
+}
+
+// compiledSize is the part size to run a natural part size of n at: the
+// smallest size already compiled that holds n, padded, else n itself (then
+// compiled). A short last batch (a test set's remainder) otherwise compiled
+// a graph of its own: about half a second for ResNet-50, the time of a
+// dozen full batches, where padding costs a few images' compute. Each
+// image's outputs are computed on their own (batch norms in inference
+// mode): padding changes them only by rounding (the backend picks its
+// matmul kernel by size).
+func (p *Predictor) compiledSize(n int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i, found := slices.BinarySearch(p.sizes, n)
+	if i < len(p.sizes) {
+		return p.sizes[i]
+	}
+	if !found {
+		p.sizes = slices.Insert(p.sizes, i, n)
+	}
+	return n
 }
 
 // partSize splits n inputs of per elements each among shards parts, each

@@ -155,41 +155,82 @@ func (c *Cache) Fill(idx []int, view int, dst []float32) {
 // views each, shifted as d's Fill shifts when given a generator), in
 // batches run in parts on every core. stages lists several prefix lengths
 // to keep at once (one pass computes all): Build returns one cache per
-// entry, in order.
+// entry, in order. To cache several data sets with the same prefixes,
+// NewPrefixes compiles them once for all.
 func Build(ctx context.Context, b compute.Backend, base *backbone.Base, d Data, pre preprocess.Preprocess, stages []int, o Options) ([]*Cache, error) {
-	if o.Budget == 0 {
-		o.Budget = DefaultBudget()
+	p, err := NewPrefixes(b, base, d, pre, stages, o.Batch)
+	if err != nil {
+		return nil, err
 	}
-	views, batch := max(o.Views, 1), o.Batch
+	return p.Build(ctx, d, pre, o)
+}
+
+// Prefixes are the frozen prefixes of a base, compiled for batches of one
+// size: a graph of ResNet-50 takes about half a second to compile, and a
+// train set, its test set and a short last batch would each have compiled
+// their own.
+type Prefixes struct {
+	stages []int
+	runs   []*classifier.Predictor // stages [stages[i-1], stages[i]) of the base
+	dims   [][]int                 // each prefix's output for one image
+	batch  int
+}
+
+// NewPrefixes compiles stages [0, stage) of base for each entry of stages
+// (increasing), for batches of batch images (64 if 0), learning each
+// prefix's output shape from one batch of d's first image.
+func NewPrefixes(b compute.Backend, base *backbone.Base, d Data, pre preprocess.Preprocess, stages []int, batch int) (*Prefixes, error) {
 	if batch == 0 {
 		batch = 64
 	}
-	// Each stage's output shape, from one image.
-	var caches []*Cache
-	var need int64
-	side := pre.Crop
-	probe := make([]float32, 3*side*side)
-	d.Fill([]int{0}, pre, nil, probe, make([]int32, 1))
+	if d.Len() == 0 {
+		return nil, fmt.Errorf("features: no images to cache")
+	}
+	p := &Prefixes{stages: stages, batch: batch}
+	per := 3 * pre.Crop * pre.Crop
+	probe := make([]float32, batch*per)
+	d.Fill([]int{0}, pre, nil, probe[:per], make([]int32, 1))
+	for i := 1; i < batch; i++ {
+		copy(probe[i*per:(i+1)*per], probe[:per])
+	}
+	x := tensors.FromFlatDataAndDimensions(probe, batch, 3, pre.Crop, pre.Crop)
 	prev := 0
-	runs := make([]*classifier.Predictor, len(stages))
-	x := tensors.FromFlatDataAndDimensions(probe, 1, 3, side, side)
 	for i, s := range stages {
 		if s <= prev && i > 0 || s <= 0 {
 			return nil, fmt.Errorf("features: stages %v must increase from 1", stages)
 		}
-		runs[i] = classifier.NewStages(b, base, nil, prev, s)
-		y, err := runs[i].Logits(x)
+		p.runs = append(p.runs, classifier.NewStages(b, base, nil, prev, s))
+		y, err := p.runs[i].Logits(x)
+		x.FinalizeAll()
 		if err != nil {
 			return nil, err
 		}
-		c := &Cache{Stage: s, Dims: y.Shape().Dimensions[1:], N: d.Len(), Views: views}
+		p.dims = append(p.dims, y.Shape().Dimensions[1:])
+		x, prev = y, s
+	}
+	x.FinalizeAll()
+	return p, nil
+}
+
+// Build computes the prefixes for every image of d: see the function Build
+// (o.Batch is the one NewPrefixes was given).
+func (p *Prefixes) Build(ctx context.Context, d Data, pre preprocess.Preprocess, o Options) ([]*Cache, error) {
+	if o.Budget == 0 {
+		o.Budget = DefaultBudget()
+	}
+	views, batch := max(o.Views, 1), p.batch
+	side := pre.Crop
+	runs := p.runs
+	var caches []*Cache
+	var need int64
+	for i, s := range p.stages {
+		c := &Cache{Stage: s, Dims: p.dims[i], N: d.Len(), Views: views}
 		caches = append(caches, c)
 		width := int64(4)
 		if o.BF16 {
 			width = 2
 		}
 		need += int64(c.N) * int64(views) * int64(c.Size()) * width
-		x, prev = y, s
 	}
 	if need > o.Budget {
 		return nil, &ErrOverBudget{Need: need, Budget: o.Budget}

@@ -69,7 +69,11 @@ func buildCaches(ctx context.Context, o Options, base *backbone.Base, specs map[
 	for len(stages) > 0 {
 		opts := features.Options{Budget: budget, BF16: o.Cache.BF16, Views: views, Seed: o.Config.Seed, Batch: o.Config.Batch, Progress: o.Log}
 		fmt.Fprintf(log, "\n== computing the frozen prefixes once: %s, %d training and %d test images\n", stageNames(base.Net, stages), o.Train.Len(), o.Test.Len())
-		trainC, err := features.Build(ctx, o.Backend, base, o.Train, o.Config.Preprocess, stages, opts)
+		prefixes, err := features.NewPrefixes(o.Backend, base, o.Train, o.Config.Preprocess, stages, o.Config.Batch)
+		if err != nil {
+			return nil, nil, err
+		}
+		trainC, err := prefixes.Build(ctx, o.Train, o.Config.Preprocess, opts)
 		var over *features.ErrOverBudget
 		if errors.As(err, &over) {
 			drop := stages[0] // the earliest stage has the largest maps
@@ -86,7 +90,7 @@ func buildCaches(ctx context.Context, o Options, base *backbone.Base, specs map[
 			used += f.Bytes()
 		}
 		opts.Budget, opts.Views, opts.Progress = budget-used, 1, nil
-		testC, err := features.Build(ctx, o.Backend, base, o.Test, o.Config.Preprocess, stages, opts)
+		testC, err := prefixes.Build(ctx, o.Test, o.Config.Preprocess, opts)
 		if errors.As(err, &over) { // cache the training set only
 			fmt.Fprintf(log, "   test set: %v: evaluating from images\n", err)
 			testC = nil

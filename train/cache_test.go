@@ -61,6 +61,31 @@ func TestFeatureCache(t *testing.T) {
 	if d := cached.MeanLoss - full.MeanLoss; d > 1e-2*full.MeanLoss || d < -1e-2*full.MeanLoss {
 		t.Errorf("evaluation from a bf16 cache: mean loss %g, from images %g", cached.MeanLoss, full.MeanLoss)
 	}
+	// Prefixes compiled once serve a second data set (and its short last
+	// batch, padded) as a Build of its own does.
+	prefixes, err := features.NewPrefixes(goBackend(), base, train, recipe.Preprocess, []int{prefix}, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prefixes.Build(context.Background(), train, recipe.Preprocess, features.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	reused, err := prefixes.Build(context.Background(), test, recipe.Preprocess, features.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := features.Build(context.Background(), goBackend(), base, test, recipe.Preprocess, []int{prefix}, features.Options{Batch: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := make([]int, test.Len())
+	for i := range idx {
+		idx[i] = i
+	}
+	r, o := make([]float32, test.Len()*reused[0].Size()), make([]float32, test.Len()*own[0].Size())
+	reused[0].Fill(idx, 0, r)
+	own[0].Fill(idx, 0, o)
+	testutil.AssertClose(t, "reused prefixes vs a Build of its own", r, o, 1e-5)
 	// A cache past what the adapter trains is refused.
 	cfg.Features = caches[1]
 	if _, err := New(goBackend(), base, a, cfg); err == nil {
