@@ -89,16 +89,36 @@ func (o optimizer) update(t task, lr float32, step int, n float32) {
 		}
 		return
 	}
-	c1 := 1 - float32(math.Pow(beta1, float64(step)))
-	c2 := 1 - float32(math.Pow(beta2, float64(step)))
+	a := adam{lr: lr, wd: wd, l2: l2, adamw: adamw, n: n,
+		c1: 1 - float32(math.Pow(beta1, float64(step))),
+		c2: 1 - float32(math.Pow(beta2, float64(step)))}
+	a.scalar(t, a.lanes(t))
+}
+
+// adam is one Adam(W) step's constants: the learning rate, the decoupled
+// (AdamW) or L2 weight decay, the batch size the gradients are summed over,
+// and the bias corrections 1-β₁ᵗ and 1-β₂ᵗ.
+type adam struct {
+	lr, wd, l2, n, c1, c2 float32
+	adamw                 bool
+}
+
+// scalar updates t's elements from from on, one at a time, as torch.optim.Adam
+// does in float32. lanes (adam_simd.go) does the same operations in the same
+// order 16 elements at a time: the two are bit-identical.
+func (a adam) scalar(t task, from int) {
 	m, v := t.slots[0], t.slots[1]
-	for i := range t.w {
-		g := grad(i)
+	for i := from; i < len(t.w); i++ {
+		g := t.grads[0][i]
+		for _, p := range t.grads[1:] {
+			g += p[i]
+		}
+		g = g/a.n + a.l2*t.w[i]
 		m[i] = flush(beta1*m[i] + (1-beta1)*g)
 		v[i] = flush(beta2*v[i] + (1-beta2)*g*g)
-		upd := (m[i] / c1) / (float32(math.Sqrt(float64(v[i]/c2))) + adamEps) * lr
-		if adamw { // decoupled: w -= lr·wd·w
-			upd += wd * t.w[i] * lr
+		upd := (m[i] / a.c1) / (float32(math.Sqrt(float64(v[i]/a.c2))) + adamEps) * a.lr
+		if a.adamw { // decoupled: w -= lr·wd·w
+			upd += a.wd * t.w[i] * a.lr
 		}
 		t.w[i] -= upd
 	}

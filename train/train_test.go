@@ -457,3 +457,52 @@ func TestFlushSubnormals(t *testing.T) {
 		t.Errorf("m = %g after 2,000 zero gradients, want 0", m[0])
 	}
 }
+
+// TestAdamLanes: the 16-lane Adam(W) update is bit-identical to the scalar
+// loop (the reference, torch.optim.Adam's float32 arithmetic), tail and
+// subnormal flushing included, with one and two gradient parts.
+func TestAdamLanes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct {
+		adamw bool
+		parts int
+	}{{false, 1}, {false, 2}, {true, 1}, {true, 2}} {
+		const n = 16*5 + 7
+		mk := func(scale float64) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = float32(rng.NormFloat64() * scale)
+			}
+			return v
+		}
+		w, m, v := mk(1), mk(1e-3), mk(1e-6)
+		var grads [][]float32
+		for range c.parts {
+			grads = append(grads, mk(1e-2))
+		}
+		// Zero gradients where the moments decay into subnormals.
+		m[3], v[5], m[84], w[3], w[5], w[84] = 1.2e-38, 1e-38, 1.2e-38, 0, 0, 0
+		for _, g := range grads {
+			g[3], g[5], g[84] = 0, 0, 0
+		}
+		a := adam{lr: 1e-3, wd: 0.01, n: 64, c1: 0.1, c2: 0.001, adamw: c.adamw}
+		if !c.adamw {
+			a.l2 = a.wd
+		}
+		want := task{w: slices.Clone(w), slots: [][]float32{slices.Clone(m), slices.Clone(v)}, grads: grads}
+		a.scalar(want, 0)
+		got := task{w: slices.Clone(w), slots: [][]float32{slices.Clone(m), slices.Clone(v)}, grads: grads}
+		done := a.lanes(got)
+		a.scalar(got, done)
+		if want := n &^ 15; avx512 && done != want || !avx512 && done != 0 {
+			t.Errorf("lanes did %d of %d elements (AVX-512: %v)", done, n, avx512)
+		}
+		for i := range n {
+			for k, pair := range [][2][]float32{{got.w, want.w}, {got.slots[0], want.slots[0]}, {got.slots[1], want.slots[1]}} {
+				if math.Float32bits(pair[0][i]) != math.Float32bits(pair[1][i]) {
+					t.Fatalf("adamw=%v parts=%d: %s[%d] = %g, scalar %g", c.adamw, c.parts, []string{"w", "m", "v"}[k], i, pair[0][i], pair[1][i])
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,8 @@
+//go:build !(goexperiment.simd && amd64)
+
+package train
+
+const avx512 = false
+
+// lanes does nothing without Go's SIMD (see adam_simd.go): scalar does all.
+func (a adam) lanes(task) int { return 0 }
