@@ -106,10 +106,8 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 	var outDims []int
 	var mu sync.Mutex
 	err := backend.AtOnce((n+part-1)/part, p.shards, func(i int) error {
-		// Every part is padded to the compiled size (a batch's last part,
-		// or a short batch: the remainder of a test set).
 		lo, hi := i*part, min((i+1)*part, n)
-		in := make([]float32, part*per) // the last part is padded: one compiled shape
+		in := make([]float32, part*per) // a short part is padded to the compiled size
 		copy(in, flat[lo*per:hi*per])
 		y, err := p.run(tensors.FromFlatDataAndDimensions(in, append([]int{part}, dims[1:]...)...))
 		if err != nil {
@@ -143,13 +141,11 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 func (p *Predictor) compiledSize(n int) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	i, found := slices.BinarySearch(p.sizes, n)
+	i, _ := slices.BinarySearch(p.sizes, n)
 	if i < len(p.sizes) {
 		return p.sizes[i]
 	}
-	if !found {
-		p.sizes = slices.Insert(p.sizes, i, n)
-	}
+	p.sizes = append(p.sizes, n) // larger than every size compiled so far
 	return n
 }
 

@@ -162,7 +162,7 @@ func Build(ctx context.Context, b compute.Backend, base *backbone.Base, d Data, 
 	if err != nil {
 		return nil, err
 	}
-	return p.Build(ctx, d, pre, o)
+	return p.Build(ctx, d, o)
 }
 
 // Prefixes are the frozen prefixes of a base, compiled for batches of one
@@ -170,6 +170,7 @@ func Build(ctx context.Context, b compute.Backend, base *backbone.Base, d Data, 
 // train set, its test set and a short last batch would each have compiled
 // their own.
 type Prefixes struct {
+	pre    preprocess.Preprocess
 	stages []int
 	runs   []*classifier.Predictor // stages [stages[i-1], stages[i]) of the base
 	dims   [][]int                 // each prefix's output for one image
@@ -177,8 +178,8 @@ type Prefixes struct {
 }
 
 // NewPrefixes compiles stages [0, stage) of base for each entry of stages
-// (increasing), for batches of batch images (64 if 0), learning each
-// prefix's output shape from one batch of d's first image.
+// (increasing), for images preprocessed by pre in batches of batch (64 if
+// 0), learning each prefix's output shape from one batch of d's first image.
 func NewPrefixes(b compute.Backend, base *backbone.Base, d Data, pre preprocess.Preprocess, stages []int, batch int) (*Prefixes, error) {
 	if batch == 0 {
 		batch = 64
@@ -186,7 +187,7 @@ func NewPrefixes(b compute.Backend, base *backbone.Base, d Data, pre preprocess.
 	if d.Len() == 0 {
 		return nil, fmt.Errorf("features: no images to cache")
 	}
-	p := &Prefixes{stages: stages, batch: batch}
+	p := &Prefixes{pre: pre, stages: stages, batch: batch}
 	per := 3 * pre.Crop * pre.Crop
 	probe := make([]float32, batch*per)
 	d.Fill([]int{0}, pre, nil, probe[:per], make([]int32, 1))
@@ -213,8 +214,9 @@ func NewPrefixes(b compute.Backend, base *backbone.Base, d Data, pre preprocess.
 }
 
 // Build computes the prefixes for every image of d: see the function Build
-// (o.Batch is the one NewPrefixes was given).
-func (p *Prefixes) Build(ctx context.Context, d Data, pre preprocess.Preprocess, o Options) ([]*Cache, error) {
+// (o.Batch is not read: the batch is the one the prefixes were compiled for).
+func (p *Prefixes) Build(ctx context.Context, d Data, o Options) ([]*Cache, error) {
+	pre := p.pre
 	if o.Budget == 0 {
 		o.Budget = DefaultBudget()
 	}

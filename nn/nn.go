@@ -314,7 +314,7 @@ func ReLU(x *Node) *Node { return Max(x, ZerosLike(x)) }
 // through: Where(x ≤ 0, 0, x). Its forward pass is one op more than Max's,
 // but its gradient is one select where Max's is five elementwise ops
 // (GoMLX differentiates max(x, 0) as a comparison built from Sub and two
-// Signs): 4% of a case-2 training step. The gradient at x = 0 is 0, as
+// Signs): 2.5% of a case-2 training step. The gradient at x = 0 is 0, as
 // PyTorch's ReLU has it (Max's gives 1); NaN passes through, as in PyTorch.
 func ReLUDifferentiable(x *Node) *Node {
 	zero := ScalarZero(x.Graph(), x.DType())

@@ -73,7 +73,7 @@ func buildCaches(ctx context.Context, o Options, base *backbone.Base, specs map[
 		if err != nil {
 			return nil, nil, err
 		}
-		trainC, err := prefixes.Build(ctx, o.Train, o.Config.Preprocess, opts)
+		trainC, err := prefixes.Build(ctx, o.Train, opts)
 		var over *features.ErrOverBudget
 		if errors.As(err, &over) {
 			drop := stages[0] // the earliest stage has the largest maps
@@ -90,7 +90,7 @@ func buildCaches(ctx context.Context, o Options, base *backbone.Base, specs map[
 			used += f.Bytes()
 		}
 		opts.Budget, opts.Views, opts.Progress = budget-used, 1, nil
-		testC, err := prefixes.Build(ctx, o.Test, o.Config.Preprocess, opts)
+		testC, err := prefixes.Build(ctx, o.Test, opts)
 		if errors.As(err, &over) { // cache the training set only
 			fmt.Fprintf(log, "   test set: %v: evaluating from images\n", err)
 			testC = nil

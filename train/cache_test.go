@@ -67,10 +67,10 @@ func TestFeatureCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := prefixes.Build(context.Background(), train, recipe.Preprocess, features.Options{}); err != nil {
+	if _, err := prefixes.Build(context.Background(), train, features.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	reused, err := prefixes.Build(context.Background(), test, recipe.Preprocess, features.Options{})
+	reused, err := prefixes.Build(context.Background(), test, features.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
