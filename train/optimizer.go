@@ -105,7 +105,7 @@ type adam struct {
 
 // scalar updates t's elements from from on, one at a time, as torch.optim.Adam
 // does in float32. lanes (adam_simd.go) does the same operations in the same
-// order 16 elements at a time: the two are bit-identical.
+// order 8 elements at a time: the two are bit-identical.
 func (a adam) scalar(t task, from int) {
 	m, v := t.slots[0], t.slots[1]
 	for i := from; i < len(t.w); i++ {
