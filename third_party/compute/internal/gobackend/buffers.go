@@ -341,13 +341,18 @@ var fillBufferDTypeMap = NewDTypeMap("fillBuffer")
 
 // fillBufferGeneric is the generic implementation of Buffer.Fill.
 func fillBufferGeneric[T SupportedTypesConstraints](b *Buffer, valueAny any) {
-	var value T
-	if valueAny != nil {
-		value = valueAny.(T) //nolint:errcheck
-	}
 	flat := b.Flat.([]T) //nolint:errcheck
-	for i := range flat {
-		flat[i] = value
+	if valueAny == nil {
+		clear(flat) // Zeros, e.g. every zero-padded Pad: memclr, not a loop of scalar stores
+		return
+	}
+	if len(flat) == 0 {
+		return
+	}
+	// Doubling copies (memmove) instead of one store per element.
+	flat[0] = valueAny.(T) //nolint:errcheck
+	for i := 1; i < len(flat); i *= 2 {
+		copy(flat[i:], flat[:i])
 	}
 }
 
