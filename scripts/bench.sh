@@ -5,12 +5,16 @@
 # optimize_for_inference) in its own process, the fastest kept per measure.
 # Each side's CPU use (200% = both cores busy) and peak memory are printed
 # with the ratio (>1: lorafit is faster). The machine is shared and noisy:
-# read ratios from one run, not absolute numbers across runs.
+# read ratios from one run, not absolute numbers across runs. With ROUNDS > 1
+# every measure runs that many times, lorafit and PyTorch alternating, and the
+# line shows the medians and the range of the rounds' ratios.
 #
-#   scripts/bench.sh [SIZES]      SIZES: comma list of inference sizes, default 28 (224 takes minutes)
+#   scripts/bench.sh [SIZES] [ROUNDS]   SIZES: comma list of inference sizes, default 28
+#                                        (224 takes minutes); ROUNDS: default 1
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 sizes=${1:-28}
+rounds=${2:-1}
 need_torch
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
@@ -37,22 +41,35 @@ go_bench() {
     awk '/img\/s/ {for (i = 1; i <= NF; i++) {if ($i == "img/s") s = $(i-1); if ($i == "cpu%") c = $(i-1); if ($i == "peakMiB") m = $(i-1)}; print s, c, m}'
 }
 
-report() { # NAME GO TORCH
-  read -r g gc gm <<<"$2"
-  read -r p pc pm pv <<<"$3"
-  awk -v n="$1" -v g="$g" -v gc="$gc" -v gm="$gm" -v p="$p" -v pc="$pc" -v pm="$pm" -v pv="$pv" 'BEGIN {
-    printf "%-34s lorafit %7.1f img/s (%3.0f%% CPU, %5.0f MiB) | PyTorch %7.1f img/s (%s, %3.0f%% CPU, %5.0f MiB) | ratio %.2f\n",
-      n, g, gc, gm, p, pv, pc, pm, g / p }'
+# measure NAME GO_ARGS TORCH_ARGS: runs both sides ROUNDS times, alternating,
+# and prints medians, CPU use, peak memory and the ratio (range if ROUNDS > 1).
+measure() {
+  local name=$1 goargs=$2 torchargs=$3 i
+  for ((i = 0; i < rounds; i++)); do
+    # shellcheck disable=SC2086 # the argument lists split on purpose
+    echo "$(go_bench $goargs) $(torch_best $torchargs)"
+  done | awk -v n="$name" '
+    function median(a, k,   i, j, t) {
+      for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) {t = a[i]; a[i] = a[j]; a[j] = t}
+      return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+    }
+    {k++; g[k] = $1; gc[k] = $2; gm[k] = $3; p[k] = $4; pc[k] = $5; pm[k] = $6; pv[$7]++; r[k] = $1 / $4}
+    END {
+      best = ""; for (v in pv) if (best == "" || pv[v] > pv[best]) best = v
+      line = sprintf("%-34s lorafit %7.1f img/s (%3.0f%% CPU, %5.0f MiB) | PyTorch %7.1f img/s (%s, %3.0f%% CPU, %5.0f MiB) | ratio %.2f",
+        n, median(g, k), median(gc, k), median(gm, k), median(p, k), best, median(pc, k), median(pm, k), median(r, k))
+      if (k > 1) line = line sprintf(" (%.2f-%.2f, %d rounds)", r[1], r[k], k) # median() sorted r
+      print line
+    }'
 }
 
 date -u +"%Y-%m-%d %H:%M UTC, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 for c in 2 4; do
-  report "train step case $c, 28x28, batch 64" "$(go_bench train.test "TrainStep/case$c/" 10)" \
-    "$(torch_best "train:$c" 10 nchw channels_last)"
+  measure "train step case $c, 28x28, batch 64" "train.test TrainStep/case$c/ 10" "train:$c 10 nchw channels_last"
 done
 for s in ${sizes//,/ }; do
   iters=20
   [ "$s" -ge 112 ] && iters=3
-  report "inference ${s}x${s}, batch 64" "$(go_bench resnet.test "Forward/resnet50/${s}x${s}/" "$iters")" \
-    "$(torch_best "infer:$s" "$iters" nchw channels_last jit_freeze optimize_for_inference)"
+  measure "inference ${s}x${s}, batch 64" "resnet.test Forward/resnet50/${s}x${s}/ $iters" \
+    "infer:$s $iters nchw channels_last jit_freeze optimize_for_inference"
 done
