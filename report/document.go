@@ -299,6 +299,9 @@ func setupGroups(r *Results) []group {
 		{Label: "host", Value: orNone(e.Hostname)},
 		{Label: "wall time", Value: duration(r.WallSeconds)},
 	}
+	if r.PeakRSSBytes > 0 {
+		env = append(env, fact{Label: "peak memory (RSS)", Value: mib(r.PeakRSSBytes)})
+	}
 	return []group{
 		{Title: "Base weights", Facts: weights},
 		{Title: "Data", Facts: data},

@@ -15,11 +15,14 @@ type Results struct {
 	Caveat      string    `json:"caveat,omitempty"`
 	StartedAt   time.Time `json:"started_at"`
 	WallSeconds float64   `json:"wall_seconds"`
-	Command     string    `json:"command"`
-	Environment Env       `json:"environment"`
-	Weights     Weights   `json:"weights"`
-	Data        Data      `json:"data"`
-	Budget      Budget    `json:"budget"`
+	// PeakRSSBytes is the process's peak resident memory when the results
+	// were written (cached features included); 0 where the OS does not say.
+	PeakRSSBytes int64   `json:"peak_rss_bytes,omitempty"`
+	Command      string  `json:"command"`
+	Environment  Env     `json:"environment"`
+	Weights      Weights `json:"weights"`
+	Data         Data    `json:"data"`
+	Budget       Budget  `json:"budget"`
 	// Cache says which frozen prefixes were computed once for all cases.
 	Cache *Cache `json:"cache,omitempty"`
 	// FullModelBytes is the size of the whole adapted network saved in

@@ -172,6 +172,7 @@ func Run(ctx context.Context, o Options) (*report.Results, error) {
 		res.FullModelBytes = max(res.FullModelBytes, fullBytes)
 	}
 	res.WallSeconds = time.Since(started).Seconds()
+	res.PeakRSSBytes = peakRSS()
 	if err := report.Write(o.Out, res); err != nil {
 		return nil, err
 	}

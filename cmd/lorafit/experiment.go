@@ -115,8 +115,12 @@ func runExperiment(fs *flag.FlagSet, args []string, out io.Writer) error {
 		return of.failed(err, "lorafit experiment --resume --out "+of.dir+" (and the same flags)")
 	}
 	report.Table(out, res)
-	fmt.Fprintf(out, "\nwrote %s (results.json, report.md, report.html, plots, adapters) in %s\n",
-		of.dir, time.Duration(res.WallSeconds*float64(time.Second)).Round(time.Second))
+	peak := ""
+	if res.PeakRSSBytes > 0 {
+		peak = fmt.Sprintf(", peak memory %.1f GiB", float64(res.PeakRSSBytes)/(1<<30))
+	}
+	fmt.Fprintf(out, "\nwrote %s (results.json, report.md, report.html, plots, adapters) in %s%s\n",
+		of.dir, time.Duration(res.WallSeconds*float64(time.Second)).Round(time.Second), peak)
 	return nil
 }
 

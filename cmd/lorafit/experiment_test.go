@@ -59,6 +59,7 @@ func TestExperimentQuick(t *testing.T) {
 	if html, err := os.ReadFile(filepath.Join(out, "report.html")); err != nil || !strings.Contains(string(html), "a quick run trains each case") {
 		t.Errorf("report.html lacks the quick-run caveat (%v)", err)
 	}
+	checkPeakRSS(t, r, stdout)
 	if !r.Weights.Random || r.Data.Train != 2000 || r.Data.Test != 1000 || len(r.Cases) != 4 {
 		t.Fatalf("results: random=%v train=%d test=%d cases=%d", r.Weights.Random, r.Data.Train, r.Data.Test, len(r.Cases))
 	}
