@@ -145,24 +145,56 @@ func (p *Pass) hooked(m nn.Module, x, y *Node) *Node {
 	return y
 }
 
-// ConvBN runs a conv and the batch norm after it. When the pass's weights
-// hold the pair folded (Folded*: the batch norm frozen and in eval mode,
-// folded into the conv's weight and a shift, exact up to rounding), it is
-// one conv plus a shift, and the hook's delta is scaled as the batch norm
-// would have scaled it.
-func (p *Pass) ConvBN(x *Node, conv nn.Module, bn string) *Node {
+// ConvBN runs a conv and the batch norm after it, and the ReLU after them
+// if relu. When the pass's weights hold the pair folded (Folded*: the
+// batch norm frozen and in eval mode, folded into the conv's weight and a
+// shift, exact up to rounding), it is one conv plus a shift, and the hook's
+// delta is scaled as the batch norm would have scaled it. In inference,
+// a folded conv without a delta is one fused op with its shift and ReLU
+// (nn.Conv2DShift). Training keeps the ops apart, built in the order that
+// fixes how the gradient's terms are summed.
+func (p *Pass) ConvBN(x *Node, conv nn.Module, bn string, relu bool) *Node {
 	shift, folded := p.Weights[bn+FoldedShift]
 	if !folded || (p.TrainBN != nil && p.TrainBN(bn)) {
-		return p.BatchNorm(p.Conv(x, conv), bn)
+		return p.relu(p.BatchNorm(p.Conv(x, conv), bn), relu)
 	}
-	y := nn.Conv2D(x, p.Weight(conv.Name+FoldedWeight), conv.Kernel, conv.Stride, conv.Padding, conv.Groups)
-	if p.Hook != nil {
-		if d := p.Hook(conv, x); d != nil {
-			p.flowing = true
-			y = Add(y, Mul(d, ExpandLeftToRank(p.Weights.Get(bn+FoldedScale), d.Rank())))
+	w := p.Weight(conv.Name + FoldedWeight)
+	var y *Node
+	if !p.Differentiated {
+		d := p.scaledDelta(conv, bn, x)
+		if d == nil {
+			return nn.Conv2DShift(x, w, shift, conv.Kernel, conv.Stride, conv.Padding, conv.Groups, relu)
+		}
+		y = Add(nn.Conv2D(x, w, conv.Kernel, conv.Stride, conv.Padding, conv.Groups), d)
+	} else {
+		y = nn.Conv2D(x, w, conv.Kernel, conv.Stride, conv.Padding, conv.Groups)
+		if d := p.scaledDelta(conv, bn, x); d != nil {
+			y = Add(y, d)
 		}
 	}
-	return Add(y, ExpandLeftToRank(shift, y.Rank()))
+	return p.relu(Add(y, ExpandLeftToRank(shift, y.Rank())), relu)
+}
+
+// scaledDelta is the hook's delta for a conv whose batch norm bn is folded,
+// scaled as the batch norm would have scaled it; nil for none.
+func (p *Pass) scaledDelta(conv nn.Module, bn string, x *Node) *Node {
+	if p.Hook == nil {
+		return nil
+	}
+	d := p.Hook(conv, x)
+	if d == nil {
+		return nil
+	}
+	p.flowing = true
+	return Mul(d, ExpandLeftToRank(p.Weights.Get(bn+FoldedScale), d.Rank()))
+}
+
+// relu is p.ReLU(x) if apply, else x.
+func (p *Pass) relu(x *Node, apply bool) *Node {
+	if !apply {
+		return x
+	}
+	return p.ReLU(x)
 }
 
 // Linear runs a Linear module (weight and bias) and the hook.

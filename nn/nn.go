@@ -74,6 +74,35 @@ func Conv2D(x, w *Node, k, stride, padding, groups int) *Node {
 	return conv2D(x, w, k, stride, padding, groups, matmulProduct)
 }
 
+// Conv2DShift is relu?(Conv2D(x, w) + shift) for shift [O] (a frozen batch
+// norm folded into the conv), as one backend op where the backend has
+// GoMLX's fused dense (the Go backend): the matmul, then the shift and the
+// ReLU in one pass over each output row while it is in cache, instead of
+// two more passes over the whole output and a buffer for each. The same
+// float32 operations in the same order as the three ops apart. For
+// inference: differentiated, the fused op's gradient would also compute the
+// frozen weight's.
+func Conv2DShift(x, w, shift *Node, k, stride, padding, groups int, relu bool) *Node {
+	if groups > 1 || !fusedDense(x.Graph()) {
+		y := Add(Conv2D(x, w, k, stride, padding, groups), ExpandLeftToRank(shift, 4))
+		if relu {
+			y = ReLU(y)
+		}
+		return y
+	}
+	cfg := compute.DenseConfig{WeightLayout: compute.DenseLayoutInputOutputs}
+	if relu {
+		cfg.Activation = compute.ActivationConfig{Type: compute.ActivationRelu}
+	}
+	return conv2D(x, w, k, stride, padding, 1, func(p, w *Node) *Node { return BackendFusedDense(p, w, shift, cfg) })
+}
+
+// fusedDense tells whether g's backend runs GoMLX's fused dense op.
+func fusedDense(g *Graph) bool {
+	b := g.Backend()
+	return b != nil && b.Capabilities().Operations[compute.OpTypeFusedDense]
+}
+
 // Conv2DNarrow is Conv2D without groups for a trainable weight with few
 // output channels (LoRA's A, O = r): the product is taken as (wᵀ·Pᵀ)ᵀ for
 // the patches P [N·Ho·Wo, k·k·C], so that the weight's gradient, Pᵀ·dy,

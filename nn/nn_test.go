@@ -226,3 +226,59 @@ func TestBatchNormTrain(t *testing.T) {
 		}
 	}
 }
+
+// TestConv2DShiftIsTheOpsApart: the fused conv + shift (+ ReLU) gives the
+// unfused ops' outputs bit for bit, on the convs ResNet folds (1×1, strided
+// 1×1, 3×3, the 7×7 stem), grouped ones falling back to the ops apart.
+func TestConv2DShiftIsTheOpsApart(t *testing.T) {
+	b, err := backend.New("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct {
+		name                 string
+		h, k, s, p, ci, o, g int
+		relu                 bool
+	}{
+		{"1x1 with ReLU", 7, 1, 1, 0, 32, 48, 1, true},
+		{"1x1 shift only (before a residual sum)", 7, 1, 1, 0, 32, 48, 1, false},
+		{"1x1 s2 (downsample)", 8, 1, 2, 0, 16, 32, 1, false},
+		{"3x3 s1 p1 with ReLU", 6, 3, 1, 1, 16, 24, 1, true},
+		{"3x3 s1 p1 on 1x1 (centre tap only)", 1, 3, 1, 1, 16, 24, 1, true},
+		{"7x7 s2 p3 stem", 14, 7, 2, 3, 3, 16, 1, true},
+		{"2 groups: ops apart", 5, 3, 1, 1, 8, 8, 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := randTensor(rng, 2, tc.h, tc.h, tc.ci)
+			w := randTensor(rng, tc.k*tc.k*tc.ci/tc.g, tc.o)
+			shift := randTensor(rng, tc.o)
+			run := func(fused bool) []float32 {
+				exec := MustNewExec(b, func(x, w, shift *Node) *Node {
+					if fused {
+						return Conv2DShift(x, w, shift, tc.k, tc.s, tc.p, tc.g, tc.relu)
+					}
+					y := Add(Conv2D(x, w, tc.k, tc.s, tc.p, tc.g), ExpandLeftToRank(shift, 4))
+					if tc.relu {
+						y = ReLU(y)
+					}
+					return y
+				})
+				return tensors.MustCopyFlatData[float32](exec.MustExec(x, w, shift)[0])
+			}
+			want, got := run(false), run(true)
+			negatives := 0
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("element %d: fused %v, ops apart %v", i, got[i], want[i])
+				}
+				if want[i] < 0 {
+					negatives++
+				}
+			}
+			if tc.relu != (negatives == 0) {
+				t.Fatalf("relu %v but %d negative outputs", tc.relu, negatives)
+			}
+		})
+	}
+}

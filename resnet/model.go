@@ -104,11 +104,7 @@ func (n *Net) ConvBNs() []backbone.ConvBN {
 }
 
 func (cb convBN) run(x *Node, p *backbone.Pass) *Node {
-	y := p.ConvBN(x, cb.conv, cb.bn.Name)
-	if cb.relu {
-		y = p.ReLU(y)
-	}
-	return y
+	return p.ConvBN(x, cb.conv, cb.bn.Name, cb.relu)
 }
 
 func (b block) run(x *Node, p *backbone.Pass) *Node {
