@@ -77,8 +77,8 @@ func Conv2D(x, w *Node, k, stride, padding, groups int) *Node {
 // Conv2DShift is relu?(Conv2D(x, w) + shift) for shift [O] (a frozen batch
 // norm folded into the conv), as one backend op where the backend has
 // GoMLX's fused dense (the Go backend): the matmul, then the shift and the
-// ReLU in one pass over each output row while it is in cache, instead of
-// two more passes over the whole output and a buffer for each. The same
+// ReLU together, row by row, in one pass over the output instead of two
+// passes and a buffer for each. The same
 // float32 operations in the same order as the three ops apart. For
 // inference: differentiated, the fused op's gradient would also compute the
 // frozen weight's.
