@@ -9,11 +9,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/lorafit/lorafit/backend"
 	"github.com/lorafit/lorafit/checkpoint"
 	"github.com/lorafit/lorafit/internal/digest"
 	"github.com/lorafit/lorafit/nn"
@@ -92,24 +92,19 @@ func Load(net Network, sd *checkpoint.StateDict, source, sha string) (*Base, err
 	}
 	// Converting ResNet-50's 25M values to graph layout is a third of a
 	// second on one core, on the way to every verb's first output: the
-	// tensors convert independently, one worker per core.
+	// tensors convert independently, one at a time per core.
 	converted := make([]*tensors.Tensor, len(want))
-	errs := make([]error, len(want))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(want)) {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(want); i = int(next.Add(1) - 1) {
-				converted[i], errs[i] = ToGraph(sd.Get(want[i].Name), want[i].Kind.Layout())
-			}
-		})
+	err := backend.AtOnce(len(want), runtime.GOMAXPROCS(0), func(i int) (err error) {
+		if converted[i], err = ToGraph(sd.Get(want[i].Name), want[i].Kind.Layout()); err != nil {
+			return fmt.Errorf("%s: key %q: %w", source, want[i].Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
 	b := &Base{Net: net, Source: source, SHA256: sha, tensors: make(map[string]*tensors.Tensor, len(want))}
 	for i, p := range want {
-		if errs[i] != nil {
-			return nil, fmt.Errorf("%s: key %q: %w", source, p.Name, errs[i])
-		}
 		b.tensors[p.Name] = converted[i]
 	}
 	return b, nil
