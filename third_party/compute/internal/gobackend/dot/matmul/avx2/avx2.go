@@ -57,8 +57,33 @@ var (
 	}
 )
 
+// float32PanelK is the contracting panel size (Kc) for a Float32 matmul of contracting size k
+// and rhsCols output columns: as much of k as keeps a packed RHS panel (Kc x min(Nc,
+// rhsCols)) within float32RHSPanelBytes, in equal panels, and at least
+// params.PanelContractingSize. Each contracting panel is one more pass over the whole output
+// (read, add, write): with a fixed Kc of 128, a conv with N=64 and K=576 spent more time
+// streaming its output than multiplying.
+func float32PanelK(params matmul.CacheParams, k, rhsCols int) int {
+	if float32RHSPanelBytes == 0 {
+		return params.PanelContractingSize
+	}
+	cols := min(rhsCols, params.RHSPanelCrossSize)
+	cols = (cols + params.RHSL1KernelCols - 1) / params.RHSL1KernelCols * params.RHSL1KernelCols
+	kc := max(params.PanelContractingSize, float32RHSPanelBytes/(4*cols))
+	if kc >= k {
+		return max(k, 1)
+	}
+	panels := (k + kc - 1) / kc
+	return (k + panels - 1) / panels
+}
+
+// float32RHSPanelBytes bounds the packed RHS panel float32PanelK sizes Kc for: half of a
+// 512 KiB L2, the rest left to the LHS panel and the output tile. 0 keeps Kc fixed.
+var float32RHSPanelBytes = 256 << 10
+
 func init() {
 	if kc := envutil.MustReadInt(envutil.GoBackendAVX2_KC, 0); kc > 0 {
+		float32RHSPanelBytes = 0 // a Kc asked for is the Kc used
 		AVX2ParamsFloat32.PanelContractingSize = kc
 		AVX2ParamsFloat16.PanelContractingSize = kc
 		AVX2ParamsBFloat16.PanelContractingSize = kc

@@ -40,6 +40,7 @@ func avx2LargeBFloat16( //alt:bf16
 	nodeData *dot.NodeData,
 ) {
 	//alt:f32 params := AVX2ParamsFloat32
+	//alt:f32 params.PanelContractingSize = float32PanelK(params, contractingSize, rhsCrossSize)
 	params := AVX2ParamsBFloat16 //alt:bf16
 	//alt:f16  params := AVX2ParamsFloat16
 	//alt:f64  params := AVX2ParamsFloat64

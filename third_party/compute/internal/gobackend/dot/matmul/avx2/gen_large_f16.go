@@ -40,6 +40,7 @@ func avx2LargeFloat16( //alt:f16
 	nodeData *dot.NodeData,
 ) {
 	//alt:f32 params := AVX2ParamsFloat32
+	//alt:f32 params.PanelContractingSize = float32PanelK(params, contractingSize, rhsCrossSize)
 	//alt:bf16  params := AVX2ParamsBFloat16
 	params := AVX2ParamsFloat16 //alt:f16
 	//alt:f64  params := AVX2ParamsFloat64

@@ -34,7 +34,8 @@ func avx2LargeFloat32( //alt:f32
 	//alt:f64 output []float64,
 	nodeData *dot.NodeData,
 ) {
-	params := AVX2ParamsFloat32 //alt:f32
+	params := AVX2ParamsFloat32                                                        //alt:f32
+	params.PanelContractingSize = float32PanelK(params, contractingSize, rhsCrossSize) //alt:f32
 	//alt:bf16 params := AVX2ParamsBFloat16
 	//alt:f16 params := AVX2ParamsFloat16
 	//alt:f64 params := AVX2ParamsFloat64

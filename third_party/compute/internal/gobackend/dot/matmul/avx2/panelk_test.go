@@ -1,0 +1,145 @@
+// Copyright 2023-2026 The GoMLX Authors. SPDX-License-Identifier: Apache-2.0
+
+//go:build amd64 && goexperiment.simd
+
+package avx2
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/gomlx/compute/internal/gobackend"
+	"github.com/gomlx/compute/internal/gobackend/dot"
+	"github.com/gomlx/compute/internal/gobackend/dot/matmul"
+)
+
+func TestFloat32PanelK(t *testing.T) {
+	params := AVX2ParamsFloat32
+	params.PanelContractingSize, params.RHSPanelCrossSize, params.RHSL1KernelCols = 128, 512, 16
+	for _, tc := range []struct{ budget, k, n, want int }{
+		{256 << 10, 576, 64, 576},    // a 3x3 conv with 64 filters: one panel, one pass over the output
+		{256 << 10, 1152, 128, 384},  // 512 fits; in 3 equal panels
+		{256 << 10, 2304, 256, 256},  // 9 panels of 256
+		{256 << 10, 4608, 2048, 128}, // the RHS panel is Nc=512 wide: the minimum
+		{256 << 10, 100, 8, 100},     // a strip is 16 wide
+		{256 << 10, 1153, 2050, 116}, // 10 panels, the last one shorter
+		{256 << 10, 0, 64, 1},
+		{0, 576, 64, 128}, // fixed
+	} {
+		float32RHSPanelBytes = tc.budget
+		if got := float32PanelK(params, tc.k, tc.n); got != tc.want {
+			t.Errorf("float32PanelK(k=%d, n=%d) with %d bytes = %d, want %d", tc.k, tc.n, tc.budget, got, tc.want)
+		}
+	}
+	float32RHSPanelBytes = 256 << 10
+}
+
+// TestAVX2LargeFloat32Exact checks whole packed Float32 matmuls, on the backend's workers,
+// against a triple loop: the contracting panels float32PanelK picks, odd sizes, partial
+// strips and panels. Values are small integers, so every summation order is exact.
+func TestAVX2LargeFloat32Exact(t *testing.T) {
+	be, err := gobackend.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Finalize()
+	backend := be.(*gobackend.Backend)
+	for _, layout := range []dot.Layout{dot.LayoutNonTransposed, dot.LayoutTransposed} {
+		for _, sz := range []struct{ m, k, n int }{{37, 1153, 2050}, {50, 577, 64}, {130, 2304, 256}, {7, 300, 33}} {
+			for _, cached := range []bool{false, true} {
+				name := fmt.Sprintf("%s/%dx%dx%d/cachedRHS=%v", layout, sz.m, sz.k, sz.n, cached)
+				var nodeData *dot.NodeData
+				if cached {
+					nodeData = &dot.NodeData{PackedRHSCache: &dot.PackedMatrixCache{}}
+				}
+				lhs, rhs, want := exactProblem(layout, sz.m, sz.k, sz.n)
+				for range 2 { // the second time from the cache, if any
+					got := make([]float32, sz.m*sz.n)
+					avx2LargeFloat32(backend, layout, lhs, rhs, 1, sz.m, sz.n, sz.k, got, nodeData)
+					compareExact(t, name, got, want, sz.n)
+				}
+			}
+		}
+	}
+}
+
+// TestAVX2LargeSlice runs one matrix slice at fixed block sizes, odd ones included, over
+// row ranges that start and end mid-panel; rows outside the range must be left alone.
+func TestAVX2LargeSlice(t *testing.T) {
+	for _, blocks := range []struct{ kc, mc, nc int }{{16, 8, 32}, {17, 12, 48}, {128, 32, 512}} {
+		params := AVX2ParamsFloat32
+		params.PanelContractingSize, params.LHSPanelCrossSize, params.RHSPanelCrossSize = blocks.kc, blocks.mc, blocks.nc
+		for _, layout := range []dot.Layout{dot.LayoutNonTransposed, dot.LayoutTransposed} {
+			for _, m := range []int{1, 4, 7, 13, 50} {
+				for _, n := range []int{16, 17, 40, 64} {
+					for _, k := range []int{1, 3, 16, 17, 40} {
+						for _, rows := range [][2]int{{0, m}, {m / 3, m - m/5}} {
+							name := fmt.Sprintf("Kc%d/%s/%dx%dx%d/rows%d-%d", blocks.kc, layout, m, n, k, rows[0], rows[1])
+							checkLargeSlice(t, name, params, layout, m, n, k, rows[0], rows[1])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// exactProblem is an m×k LHS, a k×n RHS ([n, k] when transposed) and their product.
+func exactProblem(layout dot.Layout, m, k, n int) (lhs, rhs, want []float32) {
+	lhs = make([]float32, m*k)
+	for i := range lhs {
+		lhs[i] = float32(i%13 - 6)
+	}
+	rhs = make([]float32, k*n)
+	for i := range rhs {
+		rhs[i] = float32(i%17 - 8)
+	}
+	want = make([]float32, m*n)
+	for r := range m {
+		for c := range n {
+			var sum float32
+			for i := range k {
+				if layout == dot.LayoutTransposed {
+					sum += lhs[r*k+i] * rhs[c*k+i]
+				} else {
+					sum += lhs[r*k+i] * rhs[i*n+c]
+				}
+			}
+			want[r*n+c] = sum
+		}
+	}
+	return lhs, rhs, want
+}
+
+func compareExact(t *testing.T, name string, got, want []float32, n int) {
+	t.Helper()
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%s: output[%d, %d] = %v, want %v", name, i/n, i%n, got[i], want[i])
+		}
+	}
+}
+
+func checkLargeSlice(t *testing.T, name string, params matmul.CacheParams, layout dot.Layout, m, n, k, rowStart, rowEnd int) {
+	t.Helper()
+	lhs, rhs, want := exactProblem(layout, m, k, n)
+	const untouched = 1e9
+	for r := range m {
+		if r < rowStart || r >= rowEnd {
+			for c := range n {
+				want[r*n+c] = untouched
+			}
+		}
+	}
+	got := make([]float32, m*n)
+	for i := range got {
+		got[i] = untouched
+	}
+	packedLHS := make([]float32, params.LHSPanelCrossSize*params.PanelContractingSize)
+	packedRHS := make([]float32, params.PanelContractingSize*params.RHSPanelCrossSize)
+	packedOutput := make([]float32, params.LHSPanelCrossSize*params.RHSPanelCrossSize)
+	accum := make([]float32, 16*params.LHSPanelCrossSize*params.RHSPanelCrossSize)
+	avx2LargeMatrixSliceFloat32(layout, lhs, rhs, got, m, n, k, rowStart, rowEnd, 0, n, params,
+		packedLHS, packedRHS, packedOutput, accum, nil, nil)
+	compareExact(t, name, got, want, n)
+}
