@@ -33,6 +33,7 @@ const (
 	GoBackendAVX2_KC     = "GOMLX_GO_AVX2_KC"
 	GoBackendAVX2_MC     = "GOMLX_GO_AVX2_MC"
 	GoBackendAVX2_NC     = "GOMLX_GO_AVX2_NC"
+	GoBackendAVX2_MR     = "GOMLX_GO_AVX2_MR"
 	GoBackendNoSIMD_KC   = "GOMLX_GO_NOSIMD_KC"
 	GoBackendNoSIMD_MC   = "GOMLX_GO_NOSIMD_MC"
 	GoBackendNoSIMD_NC   = "GOMLX_GO_NOSIMD_NC"

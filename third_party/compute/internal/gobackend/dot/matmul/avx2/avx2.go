@@ -16,6 +16,7 @@ import (
 	"github.com/gomlx/compute/internal/gobackend/dot"
 	"github.com/gomlx/compute/internal/gobackend/dot/matmul"
 	"github.com/gomlx/compute/support/envutil"
+	"github.com/pkg/errors"
 )
 
 // Auto-generate alternate specialized versions of AVX2 operations -- for half-precision input data types.
@@ -28,10 +29,10 @@ import (
 var (
 	// AVX2ParamsFloat32 are the parameters to use for Float32, tuned for the 16 registers implementations.
 	AVX2ParamsFloat32 = matmul.CacheParams{
-		LHSL1KernelRows:      4,   // Mr: Uses 4 YMM registers for accumulation rows, this number must be a multiple of 4
+		LHSL1KernelRows:      4,   // Mr: 4 rows (the Go SIMD kernel); init makes it 6 with the assembly kernel
 		RHSL1KernelCols:      16,  // Nr: Uses 2 YMM registers for accumulation cols, each holds 8 values
 		PanelContractingSize: 128, // Kc: A strip fits comfortably in L1D cache (10.2 KB)
-		LHSPanelCrossSize:    32,  // Mc: Fits in L2 cache (multiple of LHSL1KernelRows)
+		LHSPanelCrossSize:    48,  // Mc: Fits in L2 cache (a multiple of both 4 and 6)
 		RHSPanelCrossSize:    512, // Nc: Fits in L3 cache (multiple of RHSL1KernelCols)
 	}
 
@@ -81,7 +82,29 @@ func float32PanelK(params matmul.CacheParams, k, rhsCols int) int {
 // 512 KiB L2, the rest left to the LHS panel and the output tile. 0 keeps Kc fixed.
 var float32RHSPanelBytes = 256 << 10
 
+// float32KernelRows picks the Float32 microkernel's rows for an LHS of lhsRows rows: the 6x16
+// kernel, unless lhsRows is small and a multiple of 4 but not of 6 — there a 6-row strip
+// pads rows the 4x16 kernel does not compute, and the rows split unevenly between workers.
+func float32KernelRows(params matmul.CacheParams, lhsRows int) int {
+	if params.LHSL1KernelRows == 6 && lhsRows < float32SmallRows && lhsRows%6 != 0 && lhsRows%4 == 0 {
+		return 4
+	}
+	return params.LHSL1KernelRows
+}
+
+var float32SmallRows = 384
+
 func init() {
+	// The 6x16 assembly kernel for Float32 (Mr=6); GOMLX_GO_AVX2_MR=4 selects the 4x16 one.
+	if AVX2UseAsm {
+		AVX2ParamsFloat32.LHSL1KernelRows = 6
+		if mr := envutil.MustReadInt(envutil.GoBackendAVX2_MR, 0); mr > 0 {
+			if mr != 4 && mr != 6 {
+				panic(errors.Errorf("%s=%d: the AVX2 Float32 kernel has 4 or 6 rows", envutil.GoBackendAVX2_MR, mr))
+			}
+			AVX2ParamsFloat32.LHSL1KernelRows = mr
+		}
+	}
 	if kc := envutil.MustReadInt(envutil.GoBackendAVX2_KC, 0); kc > 0 {
 		float32RHSPanelBytes = 0 // a Kc asked for is the Kc used
 		AVX2ParamsFloat32.PanelContractingSize = kc
@@ -271,14 +294,27 @@ func avx2PackLHSKernelRows4[T gotype.ScalarNotComplex](
 	lhsColStartBytes := uintptr(lhsColStart) * bytesPerElement
 	contractingColsBytes := uintptr(contractingCols) * bytesPerElement
 
-	if kernelRows != 4 {
-		panic("avx2PackLHSKernelRows4: kernelRows must be set to 4")
+	if kernelRows != 4 && (kernelRows != 6 || bytesPerElement != 4 || !AVX2UseAsm) {
+		panic("avx2PackLHSKernelRows4: kernelRows must be 4, or 6 for 32-bit values with the assembly kernels")
 	}
 
 	kernelRowsBytes := uintptr(kernelRows) * bytesPerElement
 	panelPtr := panelBasePtr
 
 	stripRowIdx := 0
+
+	if kernelRows == 6 {
+		// Strips of 6 rows for the 6x16 Float32 kernel: full strips in assembly, the rest below.
+		fullRows := copyRows - copyRows%6
+		if fullRows > 0 {
+			lhs32 := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(lhs))), len(lhs))
+			panel32 := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(panel))), len(panel))
+			avx2PackLHSKernelRows6Float32Asm(lhs32, panel32, lhsRowStart, lhsColStart, lhsCols, fullRows, contractingCols)
+		}
+		stripRowIdx = fullRows
+		panelPtr = panelBasePtr + uintptr(stripRowIdx*contractingCols)*bytesPerElement
+		goto edge_strip
+	}
 
 	if AVX2UseAsm {
 		handled := false

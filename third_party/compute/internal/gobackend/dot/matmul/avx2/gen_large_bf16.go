@@ -41,6 +41,7 @@ func avx2LargeBFloat16( //alt:bf16
 ) {
 	//alt:f32 params := AVX2ParamsFloat32
 	//alt:f32 params.PanelContractingSize = float32PanelK(params, contractingSize, rhsCrossSize)
+	//alt:f32 params.LHSL1KernelRows = float32KernelRows(params, lhsCrossSize)
 	params := AVX2ParamsBFloat16 //alt:bf16
 	//alt:f16  params := AVX2ParamsFloat16
 	//alt:f64  params := AVX2ParamsFloat64
@@ -325,9 +326,11 @@ func avx2LargeMatrixSliceBFloat16( //alt:bf16
 	//alt:f16  cachedLHSPanels, cachedRHSPanels [][]float16.Float16,
 	//alt:f64  cachedLHSPanels, cachedRHSPanels [][]float64,
 ) {
-	if params.LHSL1KernelRows != 4 || params.RHSL1KernelCols != 16 { //alt:f32|bf16|f16
+	//alt:f32 if !(params.LHSL1KernelRows == 4 || params.LHSL1KernelRows == 6 && AVX2UseAsm) || params.RHSL1KernelCols != 16 {
+	if params.LHSL1KernelRows != 4 || params.RHSL1KernelCols != 16 { //alt:bf16|f16
 		//alt:f64  if params.LHSL1KernelRows != 4 || params.RHSL1KernelCols != 8 {
-		panic(errors.Errorf("unsupported kernel L1 block sizes for avx2 kernel: lhsL1BlockRows=%d, rhsL1BlockCols=%d, wanted 4 and 16 respectively (params=%+v)", //alt:f32|bf16|f16
+		//alt:f32 panic(errors.Errorf("unsupported kernel L1 block sizes for avx2 kernel: lhsL1BlockRows=%d, rhsL1BlockCols=%d, wanted 4 (or 6 with the assembly kernel) and 16 respectively (params=%+v)",
+		panic(errors.Errorf("unsupported kernel L1 block sizes for avx2 kernel: lhsL1BlockRows=%d, rhsL1BlockCols=%d, wanted 4 and 16 respectively (params=%+v)", //alt:bf16|f16
 			//alt:f64  panic(errors.Errorf("unsupported kernel L1 block sizes for avx2 kernel: lhsL1BlockRows=%d, rhsL1BlockCols=%d, wanted 4 and 8 respectively (params=%+v)",
 			params.LHSL1KernelRows, params.RHSL1KernelCols, params))
 	}
@@ -389,7 +392,7 @@ func avx2LargeMatrixSliceBFloat16( //alt:bf16
 					outOffset := lhsPanelRowIdx*rhsCrossSize + rhsPanelColIdx
 					outSlice := outputMatrix[outOffset : outOffset+(lhsPanelHeight-1)*rhsCrossSize+rhsPanelWidth]
 					if AVX2UseAsm { //alt:f32|bf16|f16|f64
-						//alt:f32 avx2LargeKernelFloat32Asm(
+						//alt:f32 avx2LargeKernelFloat32AsmRows(params.LHSL1KernelRows,
 						avx2LargeKernelBFloat16Asm( //alt:bf16
 							//alt:f16  avx2LargeKernelFloat16Asm(
 							//alt:f64  avx2LargeKernelFloat64Asm(
@@ -415,7 +418,7 @@ func avx2LargeMatrixSliceBFloat16( //alt:bf16
 					accumOffset := mIdx * panelSize
 					accumSlice := accumBuffer[accumOffset : accumOffset+panelSize]
 					if AVX2UseAsm { //alt:f32|bf16|f16|f64
-						//alt:f32 avx2LargeKernelFloat32Asm(
+						//alt:f32 avx2LargeKernelFloat32AsmRows(params.LHSL1KernelRows,
 						avx2LargeKernelBFloat16Asm( //alt:bf16
 							//alt:f16  avx2LargeKernelFloat16Asm(
 							//alt:f64  avx2LargeKernelFloat64Asm(
@@ -439,7 +442,7 @@ func avx2LargeMatrixSliceBFloat16( //alt:bf16
 					} //alt:f32|bf16|f16|f64
 				} else {
 					if AVX2UseAsm { //alt:f32|bf16|f16|f64
-						//alt:f32 avx2LargeKernelFloat32Asm(
+						//alt:f32 avx2LargeKernelFloat32AsmRows(params.LHSL1KernelRows,
 						avx2LargeKernelBFloat16Asm( //alt:bf16
 							//alt:f16  avx2LargeKernelFloat16Asm(
 							//alt:f64  avx2LargeKernelFloat64Asm(

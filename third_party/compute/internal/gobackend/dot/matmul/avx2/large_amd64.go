@@ -30,6 +30,37 @@ func avx2LargeKernelFloat32Asm(
 	accumulate bool,
 )
 
+// avx2LargeKernel6x16Float32Asm is the 6 rows x 16 cols GEMM microkernel for Float32 (same
+// arguments as avx2LargeKernelFloat32Asm; packedLHS in strips of 6 rows).
+// Defined in large6_amd64_float32.s.
+//
+//go:noescape
+func avx2LargeKernel6x16Float32Asm(
+	packedLHS, packedRHS, packedOutput []float32,
+	lhsPanelRows, rhsPanelCols int,
+	contractingLen int,
+	lhsActiveRows, rhsActiveCols int,
+	accumulate bool,
+)
+
+// avx2LargeKernelFloat32AsmRows runs the Float32 assembly microkernel whose row count
+// (params.LHSL1KernelRows, 4 or 6) matches the strips the LHS was packed in.
+func avx2LargeKernelFloat32AsmRows(kernelRows int,
+	packedLHS, packedRHS, packedOutput []float32,
+	lhsPanelRows, rhsPanelCols int,
+	contractingLen int,
+	lhsActiveRows, rhsActiveCols int,
+	accumulate bool,
+) {
+	if kernelRows == 6 {
+		avx2LargeKernel6x16Float32Asm(packedLHS, packedRHS, packedOutput, lhsPanelRows, rhsPanelCols,
+			contractingLen, lhsActiveRows, rhsActiveCols, accumulate)
+		return
+	}
+	avx2LargeKernelFloat32Asm(packedLHS, packedRHS, packedOutput, lhsPanelRows, rhsPanelCols,
+		contractingLen, lhsActiveRows, rhsActiveCols, accumulate)
+}
+
 // avx2LargeKernelFloat64Asm is the assembly implementation of the 4 rows x 8 cols GEMM microkernel for Float64.
 // Defined in avx2_large_amd64_float64.s.
 //
@@ -74,6 +105,17 @@ func avx2LargeKernelBFloat16Asm(
 //
 //go:noescape
 func avx2PackLHSKernelRows4Float32Asm(
+	lhs, panel []float32,
+	lhsRowStart, lhsColStart, lhsCols,
+	copyRows, contractingCols int,
+)
+
+// avx2PackLHSKernelRows6Float32Asm packs full strips of 6 rows of a float32 LHS matrix into
+// panel ([k][6] per strip) for the 6x16 kernel; a partial last strip is left to the caller.
+// Defined in pack6_amd64_float32.s.
+//
+//go:noescape
+func avx2PackLHSKernelRows6Float32Asm(
 	lhs, panel []float32,
 	lhsRowStart, lhsColStart, lhsCols,
 	copyRows, contractingCols int,

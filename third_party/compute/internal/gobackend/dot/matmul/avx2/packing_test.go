@@ -20,6 +20,9 @@ func TestAVX2Packing(t *testing.T) {
 
 	t.Run("Float32", func(t *testing.T) {
 		matmultest.RunPackLHSTests(t, avx2PackLHSKernelRows4[float32], 4)
+		if AVX2UseAsm {
+			matmultest.RunPackLHSTests(t, avx2PackLHSKernelRows4[float32], 6) // the 6x16 kernel's strips
+		}
 		matmultest.RunPackRHSTests(t, avx2PackRHSNonTransposed[float32], 16)
 		matmultest.RunApplyPackedOutputTests(t, avx2ApplyPackedOutputFloat32)
 	})

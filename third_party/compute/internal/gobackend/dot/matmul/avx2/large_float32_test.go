@@ -13,6 +13,20 @@ import (
 	"github.com/gomlx/compute/internal/gobackend/dot/matmul"
 )
 
+func TestFloat32KernelRows(t *testing.T) {
+	params := AVX2ParamsFloat32
+	params.LHSL1KernelRows = 6
+	for _, tc := range []struct{ m, want int }{{1568, 6}, {32, 4}, {64, 4}, {96, 6}, {200, 4}, {7, 6}, {384, 6}, {392, 6}} {
+		if got := float32KernelRows(params, tc.m); got != tc.want {
+			t.Errorf("float32KernelRows(%d rows) = %d, want %d", tc.m, got, tc.want)
+		}
+	}
+	params.LHSL1KernelRows = 4
+	if got := float32KernelRows(params, 1568); got != 4 {
+		t.Errorf("float32KernelRows with the 4x16 kernel chosen = %d, want 4", got)
+	}
+}
+
 func TestFloat32PanelK(t *testing.T) {
 	params := AVX2ParamsFloat32
 	params.PanelContractingSize, params.RHSPanelCrossSize, params.RHSL1KernelCols = 128, 512, 16
@@ -35,8 +49,8 @@ func TestFloat32PanelK(t *testing.T) {
 }
 
 // TestAVX2LargeFloat32Exact checks whole packed Float32 matmuls, on the backend's workers,
-// against a triple loop: the contracting panels float32PanelK picks, odd sizes, partial
-// strips and panels. Values are small integers, so every summation order is exact.
+// against a triple loop: the contracting panels float32PanelK picks, the kernel
+// float32KernelRows picks (6 rows; 4 for 64 and 32), odd sizes, partial strips and panels. Values are small integers, so every summation order is exact.
 func TestAVX2LargeFloat32Exact(t *testing.T) {
 	be, err := gobackend.New("")
 	if err != nil {
@@ -45,7 +59,7 @@ func TestAVX2LargeFloat32Exact(t *testing.T) {
 	defer be.Finalize()
 	backend := be.(*gobackend.Backend)
 	for _, layout := range []dot.Layout{dot.LayoutNonTransposed, dot.LayoutTransposed} {
-		for _, sz := range []struct{ m, k, n int }{{37, 1153, 2050}, {50, 577, 64}, {130, 2304, 256}, {7, 300, 33}} {
+		for _, sz := range []struct{ m, k, n int }{{37, 1153, 2050}, {50, 577, 64}, {130, 2304, 256}, {7, 300, 33}, {64, 300, 40}, {32, 70, 16}} {
 			for _, cached := range []bool{false, true} {
 				name := fmt.Sprintf("%s/%dx%dx%d/cachedRHS=%v", layout, sz.m, sz.k, sz.n, cached)
 				var nodeData *dot.NodeData
@@ -63,19 +77,27 @@ func TestAVX2LargeFloat32Exact(t *testing.T) {
 	}
 }
 
-// TestAVX2LargeSlice runs one matrix slice at fixed block sizes, odd ones included, over
-// row ranges that start and end mid-panel; rows outside the range must be left alone.
+// TestAVX2LargeSlice runs one matrix slice with the 4x16 and the 6x16 kernels at fixed block
+// sizes, odd ones included, over row ranges that start and end mid-panel; rows outside the
+// range must be left alone.
 func TestAVX2LargeSlice(t *testing.T) {
-	for _, blocks := range []struct{ kc, mc, nc int }{{16, 8, 32}, {17, 12, 48}, {128, 32, 512}} {
-		params := AVX2ParamsFloat32
-		params.PanelContractingSize, params.LHSPanelCrossSize, params.RHSPanelCrossSize = blocks.kc, blocks.mc, blocks.nc
-		for _, layout := range []dot.Layout{dot.LayoutNonTransposed, dot.LayoutTransposed} {
-			for _, m := range []int{1, 4, 7, 13, 50} {
-				for _, n := range []int{16, 17, 40, 64} {
-					for _, k := range []int{1, 3, 16, 17, 40} {
-						for _, rows := range [][2]int{{0, m}, {m / 3, m - m/5}} {
-							name := fmt.Sprintf("Kc%d/%s/%dx%dx%d/rows%d-%d", blocks.kc, layout, m, n, k, rows[0], rows[1])
-							checkLargeSlice(t, name, params, layout, m, n, k, rows[0], rows[1])
+	rows := []int{4}
+	if AVX2UseAsm {
+		rows = append(rows, 6)
+	}
+	for _, mr := range rows {
+		for _, blocks := range []struct{ kc, mc, nc int }{{16, 12, 32}, {17, 24, 48}, {128, 48, 512}} {
+			params := AVX2ParamsFloat32
+			params.LHSL1KernelRows = mr
+			params.PanelContractingSize, params.LHSPanelCrossSize, params.RHSPanelCrossSize = blocks.kc, blocks.mc, blocks.nc
+			for _, layout := range []dot.Layout{dot.LayoutNonTransposed, dot.LayoutTransposed} {
+				for _, m := range []int{1, 4, 7, 13, 50} {
+					for _, n := range []int{16, 17, 40, 64} {
+						for _, k := range []int{1, 3, 16, 17, 40} {
+							for _, rows := range [][2]int{{0, m}, {m / 3, m - m/5}} {
+								name := fmt.Sprintf("Mr%d/Kc%d/%s/%dx%dx%d/rows%d-%d", mr, blocks.kc, layout, m, n, k, rows[0], rows[1])
+								checkLargeSlice(t, name, params, layout, m, n, k, rows[0], rows[1])
+							}
 						}
 					}
 				}
