@@ -83,16 +83,18 @@ func float32PanelK(params matmul.CacheParams, k, rhsCols int) int {
 var float32RHSPanelBytes = 256 << 10
 
 // float32KernelRows picks the Float32 microkernel's rows for an LHS of lhsRows rows: the 6x16
-// kernel, unless lhsRows is small and a multiple of 4 but not of 6 — there a 6-row strip
-// pads rows the 4x16 kernel does not compute, and the rows split unevenly between workers.
+// kernel, unless its strips would pad more than 1/32 of the rows beyond what 4-row strips
+// pad (32 rows: 36 computed instead of 32; 196 rows: 198, kept).
 func float32KernelRows(params matmul.CacheParams, lhsRows int) int {
-	if params.LHSL1KernelRows == 6 && lhsRows < float32SmallRows && lhsRows%6 != 0 && lhsRows%4 == 0 {
+	if params.LHSL1KernelRows != 6 {
+		return params.LHSL1KernelRows
+	}
+	pad6, pad4 := (6-lhsRows%6)%6, (4-lhsRows%4)%4
+	if (pad6-pad4)*32 > lhsRows {
 		return 4
 	}
-	return params.LHSL1KernelRows
+	return 6
 }
-
-var float32SmallRows = 384
 
 func init() {
 	// The 6x16 assembly kernel for Float32 (Mr=6); GOMLX_GO_AVX2_MR=4 selects the 4x16 one.

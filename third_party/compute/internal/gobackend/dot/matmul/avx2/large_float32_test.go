@@ -16,7 +16,10 @@ import (
 func TestFloat32KernelRows(t *testing.T) {
 	params := AVX2ParamsFloat32
 	params.LHSL1KernelRows = 6
-	for _, tc := range []struct{ m, want int }{{1568, 6}, {32, 4}, {64, 4}, {96, 6}, {200, 4}, {7, 6}, {384, 6}, {392, 6}} {
+	for _, tc := range []struct{ m, want int }{
+		{1568, 6}, {196, 6}, {64, 6}, {96, 6}, {200, 6}, {384, 6}, // little or no padding
+		{32, 4}, {16, 4}, {8, 4}, {7, 4}, // 6-row strips would pad 4/32, 2/16, 4/8, 5 of 7
+	} {
 		if got := float32KernelRows(params, tc.m); got != tc.want {
 			t.Errorf("float32KernelRows(%d rows) = %d, want %d", tc.m, got, tc.want)
 		}
@@ -50,7 +53,7 @@ func TestFloat32PanelK(t *testing.T) {
 
 // TestAVX2LargeFloat32Exact checks whole packed Float32 matmuls, on the backend's workers,
 // against a triple loop: the contracting panels float32PanelK picks, the kernel
-// float32KernelRows picks (6 rows; 4 for 64 and 32), odd sizes, partial strips and panels. Values are small integers, so every summation order is exact.
+// float32KernelRows picks (6 rows; 4 for 32 and 7), odd sizes, partial strips and panels. Values are small integers, so every summation order is exact.
 func TestAVX2LargeFloat32Exact(t *testing.T) {
 	be, err := gobackend.New("")
 	if err != nil {
