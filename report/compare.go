@@ -58,7 +58,9 @@ type ComparedRun struct {
 	Label       string  `json:"label"`
 	Weights     Weights `json:"weights"`
 	WallSeconds float64 `json:"wall_seconds"`
-	Command     string  `json:"command"`
+	// PeakRSSBytes is the run's own peak memory (0: not recorded, as by runs before it was).
+	PeakRSSBytes int64  `json:"peak_rss_bytes,omitempty"`
+	Command      string `json:"command"`
 }
 
 // ComparedCase is one case across the runs.
@@ -86,7 +88,7 @@ func Compare(runs []Run) (*Comparison, error) {
 		}
 		r := runs[i].Results
 		c.Runs = append(c.Runs, ComparedRun{Dir: runs[i].Dir, Label: runs[i].Label, Weights: r.Weights,
-			WallSeconds: r.WallSeconds, Command: r.Command})
+			WallSeconds: r.WallSeconds, PeakRSSBytes: r.PeakRSSBytes, Command: r.Command})
 	}
 	byCase := map[int]*ComparedCase{}
 	for i, run := range runs {
@@ -266,6 +268,9 @@ func compareDocument(dir string, c *Comparison, runs []Run, fig figure) *documen
 			{Label: "budget", Value: fmt.Sprintf("%d epoch(s), batch %d, %s lr %g, seed %d", res.Budget.Epochs,
 				res.Budget.Batch, orNone(res.Budget.Optimizer), res.Budget.LR, res.Budget.Seed)},
 			{Label: "wall time", Value: duration(res.WallSeconds)},
+		}
+		if res.PeakRSSBytes > 0 {
+			facts = append(facts, fact{Label: "peak memory (RSS)", Value: mib(res.PeakRSSBytes)})
 		}
 		if res.Command != "" {
 			facts = append(facts, fact{Label: "command", Value: res.Command, Code: true})

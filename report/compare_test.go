@@ -23,6 +23,7 @@ func TestCompare(t *testing.T) {
 	pre.Cases = []CaseResult{base.Cases[1], base.Cases[0]} // any order
 	pre.Cases[0].Accuracy, pre.Cases[1].Accuracy = 0.75, 0.125
 	pre.Cases = append(pre.Cases, CaseResult{Case: FullCase, Description: "full fine-tuning", Trainable: 100, Accuracy: 0.9})
+	random.PeakRSSBytes, pre.PeakRSSBytes = 0, 3<<29 // a run from before peak memory was recorded, and one with it
 
 	root := t.TempDir()
 	dirs := []string{filepath.Join(root, "random"), filepath.Join(root, "fashion")}
@@ -55,6 +56,9 @@ func TestCompare(t *testing.T) {
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatal(err)
 	}
+	if back.Runs[0].PeakRSSBytes != 0 || back.Runs[1].PeakRSSBytes != 3<<29 {
+		t.Errorf("peak memory %d and %d, want 0 (not recorded) and %d", back.Runs[0].PeakRSSBytes, back.Runs[1].PeakRSSBytes, 3<<29)
+	}
 	n1, n2 := base.Cases[0].Case, base.Cases[1].Case
 	want := map[int][2]any{n1: {0.5, 0.125}, n2: {0.25, 0.75}, FullCase: {nil, 0.9}}
 	if len(back.Cases) != len(want) {
@@ -71,10 +75,13 @@ func TestCompare(t *testing.T) {
 	md := string(read(t, out, "compare.md"))
 	for _, s := range []string{"| **" + caseName(n1) + "** | 50.00% | 12.50% | -37.50 |", "| **full FT** | — | 90.00% | — | 100 |",
 		"(../random/report.html)", "(../fashion/report.html)",
-		"random init (seed 0)", "fashion.safetensors", "the runs are alike"} {
+		"random init (seed 0)", "fashion.safetensors", "the runs are alike", "1536.00 MiB"} {
 		if !strings.Contains(md, s) {
 			t.Errorf("compare.md lacks %q:\n%s", s, md)
 		}
+	}
+	if n := strings.Count(md, "peak memory (RSS)"); n != 1 {
+		t.Errorf("compare.md names peak memory %d times, want once (the run without it shows none)", n)
 	}
 	for _, f := range []string{"compare.html", "compare.png"} {
 		if fi, err := os.Stat(filepath.Join(out, f)); err != nil || fi.Size() == 0 {
