@@ -33,6 +33,7 @@ func TestFloat32KernelRows(t *testing.T) {
 func TestFloat32PanelK(t *testing.T) {
 	params := AVX2ParamsFloat32
 	params.PanelContractingSize, params.RHSPanelCrossSize, params.RHSL1KernelCols = 128, 512, 16
+	defer func(saved int) { float32RHSPanelBytes = saved }(float32RHSPanelBytes)
 	for _, tc := range []struct{ budget, k, n, want int }{
 		{256 << 10, 576, 64, 576},    // a 3x3 conv with 64 filters: one panel, one pass over the output
 		{256 << 10, 1152, 128, 384},  // 512 fits; in 3 equal panels
@@ -48,12 +49,12 @@ func TestFloat32PanelK(t *testing.T) {
 			t.Errorf("float32PanelK(k=%d, n=%d) with %d bytes = %d, want %d", tc.k, tc.n, tc.budget, got, tc.want)
 		}
 	}
-	float32RHSPanelBytes = 256 << 10
 }
 
 // TestAVX2LargeFloat32Exact checks whole packed Float32 matmuls, on the backend's workers,
 // against a triple loop: the contracting panels float32PanelK picks, the kernel
-// float32KernelRows picks (6 rows; 4 for 32 and 7), odd sizes, partial strips and panels. Values are small integers, so every summation order is exact.
+// float32KernelRows picks (6 rows; 4 for 32 and 7), odd sizes, partial strips and panels.
+// Values are small integers, so every summation order is exact.
 func TestAVX2LargeFloat32Exact(t *testing.T) {
 	be, err := gobackend.New("")
 	if err != nil {
