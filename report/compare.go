@@ -269,9 +269,7 @@ func compareDocument(dir string, c *Comparison, runs []Run, fig figure) *documen
 				res.Budget.Batch, orNone(res.Budget.Optimizer), res.Budget.LR, res.Budget.Seed)},
 			{Label: "wall time", Value: duration(res.WallSeconds)},
 		}
-		if res.PeakRSSBytes > 0 {
-			facts = append(facts, fact{Label: "peak memory (RSS)", Value: mib(res.PeakRSSBytes)})
-		}
+		facts = append(facts, peakFacts(res.PeakRSSBytes)...)
 		if res.Command != "" {
 			facts = append(facts, fact{Label: "command", Value: res.Command, Code: true})
 		}

@@ -299,13 +299,20 @@ func setupGroups(r *Results) []group {
 		{Label: "host", Value: orNone(e.Hostname)},
 		{Label: "wall time", Value: duration(r.WallSeconds)},
 	}
-	if r.PeakRSSBytes > 0 {
-		env = append(env, fact{Label: "peak memory (RSS)", Value: mib(r.PeakRSSBytes)})
-	}
+	env = append(env, peakFacts(r.PeakRSSBytes)...)
 	return []group{
 		{Title: "Base weights", Facts: weights},
 		{Title: "Data", Facts: data},
 		{Title: "Budget (every case)", Facts: budget},
 		{Title: "Environment", Facts: env},
 	}
+}
+
+// peakFacts is the "peak memory (RSS)" fact of a run's report and of a
+// comparison's run, or none when the run did not record it.
+func peakFacts(peakRSS int64) []fact {
+	if peakRSS <= 0 {
+		return nil
+	}
+	return []fact{{Label: "peak memory (RSS)", Value: mib(peakRSS)}}
 }
