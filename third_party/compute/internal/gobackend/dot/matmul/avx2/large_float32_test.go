@@ -6,7 +6,9 @@ package avx2
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/internal/gobackend/dot"
@@ -168,4 +170,65 @@ func checkLargeSlice(t *testing.T, name string, params matmul.CacheParams, layou
 	avx2LargeMatrixSliceFloat32(layout, lhs, rhs, got, m, n, k, rowStart, rowEnd, 0, n, params,
 		packedLHS, packedRHS, packedOutput, accum, nil, nil)
 	compareExact(t, name, got, want, n)
+}
+
+// BenchmarkFloat32Variants times whole Float32 matmuls on the backend's workers as they were
+// (Kc fixed at 128, the 4x16 kernel), with the per-product Kc, and with the 6x16 kernel too
+// (the default), at conv shapes of ResNet-50. Each iteration picks a variant at random, so
+// the machine's drift falls on all of them alike; each variant has its own cached RHS
+// panels (their layout depends on Kc). GFLOP/s per variant, the metrics named so that they
+// sort in the variants' order:
+//
+//	go test -run '^$' -bench Float32Variants -benchtime 200x ./internal/gobackend/dot/matmul/avx2/
+func BenchmarkFloat32Variants(b *testing.B) {
+	if !AVX2UseAsm {
+		b.Skip("the 6x16 kernel is assembly only")
+	}
+	be, err := gobackend.New("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Finalize()
+	backend := be.(*gobackend.Backend)
+	variants := []struct {
+		name       string
+		panelBytes int // float32RHSPanelBytes: 0 keeps Kc at 128
+		rows       int
+	}{{"a_fixedKc_4x16", 0, 4}, {"b_perProductKc_4x16", 256 << 10, 4}, {"c_perProductKc_6x16", 256 << 10, 6}}
+	defer func(bytes, rows int) {
+		float32RHSPanelBytes, AVX2ParamsFloat32.LHSL1KernelRows = bytes, rows
+	}(float32RHSPanelBytes, AVX2ParamsFloat32.LHSL1KernelRows)
+	for _, sz := range []struct{ m, k, n int }{{25088, 576, 64}, {6272, 576, 64}, {1568, 576, 64}, {128, 2304, 256}} {
+		lhs := make([]float32, sz.m*sz.k)
+		rhs := make([]float32, sz.k*sz.n)
+		out := make([]float32, sz.m*sz.n)
+		for i := range lhs {
+			lhs[i] = float32(i%7) * 0.01
+		}
+		for i := range rhs {
+			rhs[i] = float32(i%5) * 0.01
+		}
+		b.Run(fmt.Sprintf("%dx%dx%d", sz.m, sz.k, sz.n), func(b *testing.B) {
+			nodeData := make([]*dot.NodeData, len(variants))
+			for i := range nodeData {
+				nodeData[i] = &dot.NodeData{PackedRHSCache: &dot.PackedMatrixCache{}}
+			}
+			seconds := make([]float64, len(variants))
+			calls := make([]int, len(variants))
+			for i := 0; i < b.N; i++ {
+				v := rand.IntN(len(variants))
+				float32RHSPanelBytes, AVX2ParamsFloat32.LHSL1KernelRows = variants[v].panelBytes, variants[v].rows
+				start := time.Now()
+				avx2LargeFloat32(backend, dot.LayoutNonTransposed, lhs, rhs, 1, sz.m, sz.n, sz.k, out, nodeData[v])
+				seconds[v] += time.Since(start).Seconds()
+				calls[v]++
+			}
+			flops := float64(2 * sz.m * sz.k * sz.n)
+			for v, variant := range variants {
+				if calls[v] > 0 {
+					b.ReportMetric(flops*float64(calls[v])/seconds[v]/1e9, variant.name+"_GFLOP/s")
+				}
+			}
+		})
+	}
 }
