@@ -12,7 +12,7 @@ import (
 
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/internal/gobackend/dot"
-	"github.com/gomlx/compute/internal/gobackend/dot/matmul"
+	"github.com/gomlx/compute/internal/gobackend/dot/matmul/matmultest"
 )
 
 func TestFloat32KernelRows(t *testing.T) {
@@ -72,11 +72,11 @@ func TestAVX2LargeFloat32Exact(t *testing.T) {
 				if cached {
 					nodeData = &dot.NodeData{PackedRHSCache: &dot.PackedMatrixCache{}}
 				}
-				lhs, rhs, want := exactProblem(layout, sz.m, sz.k, sz.n)
+				lhs, rhs, want := matmultest.ExactFloat32Problem(layout, sz.m, sz.k, sz.n)
 				for range 2 { // the second time from the cache, if any
 					got := make([]float32, sz.m*sz.n)
 					avx2LargeFloat32(backend, layout, lhs, rhs, 1, sz.m, sz.n, sz.k, got, nodeData)
-					compareExact(t, name, got, want, sz.n)
+					matmultest.CompareExact(t, name, got, want, sz.n)
 				}
 			}
 		}
@@ -102,7 +102,7 @@ func TestAVX2LargeSlice(t *testing.T) {
 						for _, k := range []int{1, 3, 16, 17, 40} {
 							for _, rows := range [][2]int{{0, m}, {m / 3, m - m/5}} {
 								name := fmt.Sprintf("Mr%d/Kc%d/%s/%dx%dx%d/rows%d-%d", mr, blocks.kc, layout, m, n, k, rows[0], rows[1])
-								checkLargeSlice(t, name, params, layout, m, n, k, rows[0], rows[1])
+								matmultest.CheckLargeSliceFloat32(t, name, avx2LargeMatrixSliceFloat32, params, layout, m, n, k, rows[0], rows[1])
 							}
 						}
 					}
@@ -110,66 +110,6 @@ func TestAVX2LargeSlice(t *testing.T) {
 			}
 		}
 	}
-}
-
-// exactProblem is an m×k LHS, a k×n RHS ([n, k] when transposed) and their product.
-func exactProblem(layout dot.Layout, m, k, n int) (lhs, rhs, want []float32) {
-	lhs = make([]float32, m*k)
-	for i := range lhs {
-		lhs[i] = float32(i%13 - 6)
-	}
-	rhs = make([]float32, k*n)
-	for i := range rhs {
-		rhs[i] = float32(i%17 - 8)
-	}
-	want = make([]float32, m*n)
-	for r := range m {
-		for c := range n {
-			var sum float32
-			for i := range k {
-				if layout == dot.LayoutTransposed {
-					sum += lhs[r*k+i] * rhs[c*k+i]
-				} else {
-					sum += lhs[r*k+i] * rhs[i*n+c]
-				}
-			}
-			want[r*n+c] = sum
-		}
-	}
-	return lhs, rhs, want
-}
-
-func compareExact(t *testing.T, name string, got, want []float32, n int) {
-	t.Helper()
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("%s: output[%d, %d] = %v, want %v", name, i/n, i%n, got[i], want[i])
-		}
-	}
-}
-
-func checkLargeSlice(t *testing.T, name string, params matmul.CacheParams, layout dot.Layout, m, n, k, rowStart, rowEnd int) {
-	t.Helper()
-	lhs, rhs, want := exactProblem(layout, m, k, n)
-	const untouched = 1e9
-	for r := range m {
-		if r < rowStart || r >= rowEnd {
-			for c := range n {
-				want[r*n+c] = untouched
-			}
-		}
-	}
-	got := make([]float32, m*n)
-	for i := range got {
-		got[i] = untouched
-	}
-	packedLHS := make([]float32, params.LHSPanelCrossSize*params.PanelContractingSize)
-	packedRHS := make([]float32, params.PanelContractingSize*params.RHSPanelCrossSize)
-	packedOutput := make([]float32, params.LHSPanelCrossSize*params.RHSPanelCrossSize)
-	accum := make([]float32, 16*params.LHSPanelCrossSize*params.RHSPanelCrossSize)
-	avx2LargeMatrixSliceFloat32(layout, lhs, rhs, got, m, n, k, rowStart, rowEnd, 0, n, params,
-		packedLHS, packedRHS, packedOutput, accum, nil, nil)
-	compareExact(t, name, got, want, n)
 }
 
 // BenchmarkFloat32Variants times whole Float32 matmuls on the backend's workers as they were
