@@ -58,29 +58,7 @@ func TestFloat32PanelK(t *testing.T) {
 // float32KernelRows picks (6 rows; 4 for 32 and 7), odd sizes, partial strips and panels.
 // Values are small integers, so every summation order is exact.
 func TestAVX2LargeFloat32Exact(t *testing.T) {
-	be, err := gobackend.New("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Finalize()
-	backend := be.(*gobackend.Backend)
-	for _, layout := range []dot.Layout{dot.LayoutNonTransposed, dot.LayoutTransposed} {
-		for _, sz := range []struct{ m, k, n int }{{37, 1153, 2050}, {50, 577, 64}, {130, 2304, 256}, {7, 300, 33}, {64, 300, 40}, {32, 70, 16}} {
-			for _, cached := range []bool{false, true} {
-				name := fmt.Sprintf("%s/%dx%dx%d/cachedRHS=%v", layout, sz.m, sz.k, sz.n, cached)
-				var nodeData *dot.NodeData
-				if cached {
-					nodeData = &dot.NodeData{PackedRHSCache: &dot.PackedMatrixCache{}}
-				}
-				lhs, rhs, want := matmultest.ExactFloat32Problem(layout, sz.m, sz.k, sz.n)
-				for range 2 { // the second time from the cache, if any
-					got := make([]float32, sz.m*sz.n)
-					avx2LargeFloat32(backend, layout, lhs, rhs, 1, sz.m, sz.n, sz.k, got, nodeData)
-					matmultest.CompareExact(t, name, got, want, sz.n)
-				}
-			}
-		}
-	}
+	matmultest.RunLargeFloat32Exact(t, avx2LargeFloat32, [][3]int{{37, 1153, 2050}, {50, 577, 64}, {130, 2304, 256}, {7, 300, 33}, {64, 300, 40}, {32, 70, 16}})
 }
 
 // TestAVX2LargeSlice runs one matrix slice with the 4x16 and the 6x16 kernels at fixed block

@@ -21,29 +21,7 @@ func TestAVX512LargeFloat32Exact(t *testing.T) {
 	if !gobackend.IsAVX512Allowed {
 		t.Skip("AVX512 is not supported on this machine")
 	}
-	be, err := gobackend.New("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Finalize()
-	backend := be.(*gobackend.Backend)
-	for _, layout := range []dot.Layout{dot.LayoutNonTransposed, dot.LayoutTransposed} {
-		for _, sz := range []struct{ m, k, n int }{{37, 1153, 2050}, {50, 577, 64}, {130, 2304, 256}, {7, 300, 33}, {64, 300, 40}, {32, 70, 1000}} {
-			for _, cached := range []bool{false, true} {
-				name := fmt.Sprintf("%s/%dx%dx%d/cachedRHS=%v", layout, sz.m, sz.k, sz.n, cached)
-				var nodeData *dot.NodeData
-				if cached {
-					nodeData = &dot.NodeData{PackedRHSCache: &dot.PackedMatrixCache{}}
-				}
-				lhs, rhs, want := matmultest.ExactFloat32Problem(layout, sz.m, sz.k, sz.n)
-				for range 2 { // the second time from the cache, if any
-					got := make([]float32, sz.m*sz.n)
-					avx512LargeFloat32(backend, layout, lhs, rhs, 1, sz.m, sz.n, sz.k, got, nodeData)
-					matmultest.CompareExact(t, name, got, want, sz.n)
-				}
-			}
-		}
-	}
+	matmultest.RunLargeFloat32Exact(t, avx512LargeFloat32, [][3]int{{37, 1153, 2050}, {50, 577, 64}, {130, 2304, 256}, {7, 300, 33}, {64, 300, 40}, {32, 70, 1000}})
 }
 
 // TestAVX512LargeSlice runs one matrix slice at fixed block sizes, odd ones included,

@@ -3,8 +3,10 @@
 package matmultest
 
 import (
+	"fmt"
 	"testing"
 
+	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/internal/gobackend/dot"
 	"github.com/gomlx/compute/internal/gobackend/dot/matmul"
 )
@@ -44,6 +46,41 @@ func CompareExact(t *testing.T, name string, got, want []float32, n int) {
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("%s: output[%d, %d] = %v, want %v", name, i/n, i%n, got[i], want[i])
+		}
+	}
+}
+
+// LargeFloat32Fn is the signature of a SIMD package's whole Float32 packed matmul.
+type LargeFloat32Fn func(backend *gobackend.Backend, layout dot.Layout, lhs, rhs []float32,
+	batchSize, lhsCrossSize, rhsCrossSize, contractingSize int, output []float32, nodeData *dot.NodeData)
+
+// RunLargeFloat32Exact runs large on the backend's workers for each m×k by k×n shape,
+// both layouts, with the RHS packed per call and cached (run twice: the second time from
+// the cache), and checks every output bit for bit against ExactFloat32Problem.
+func RunLargeFloat32Exact(t *testing.T, large LargeFloat32Fn, shapes [][3]int) {
+	t.Helper()
+	be, err := gobackend.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Finalize()
+	backend := be.(*gobackend.Backend)
+	for _, layout := range []dot.Layout{dot.LayoutNonTransposed, dot.LayoutTransposed} {
+		for _, sz := range shapes {
+			m, k, n := sz[0], sz[1], sz[2]
+			for _, cached := range []bool{false, true} {
+				name := fmt.Sprintf("%s/%dx%dx%d/cachedRHS=%v", layout, m, k, n, cached)
+				var nodeData *dot.NodeData
+				if cached {
+					nodeData = &dot.NodeData{PackedRHSCache: &dot.PackedMatrixCache{}}
+				}
+				lhs, rhs, want := ExactFloat32Problem(layout, m, k, n)
+				for range 2 {
+					got := make([]float32, m*n)
+					large(backend, layout, lhs, rhs, 1, m, n, k, got, nodeData)
+					CompareExact(t, name, got, want, n)
+				}
+			}
 		}
 	}
 }
