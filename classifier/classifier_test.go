@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
@@ -349,4 +350,67 @@ func logits2(t *testing.T, p *Predictor, x *tensors.Tensor) []float32 {
 		t.Fatal(err)
 	}
 	return tensors.MustCopyFlatData[float32](out)
+}
+
+// TestOutputs: one pass that yields several stages' outputs (run as parts
+// at once, the second padded) gives what predictors of each stage range,
+// chained, give; and bad stage lists are refused.
+func TestOutputs(t *testing.T) {
+	base := loadBase(t, testutil.ResNet50W4)
+	net := base.Net
+	ends := []int{net.StageOf("layer1.2"), net.StageOf("layer3.0"), net.StageOf("fc"), len(net.Stages())}
+	rng := rand.New(rand.NewPCG(5, 5))
+	v := make([]float32, 5*3*28*28)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	dims := []int{5, 3, 28, 28}
+	p := NewOutputs(testutil.Backend(), base, nil, 0, ends)
+	p.shards = 2
+	got := make([][]float32, len(ends))
+	var mu sync.Mutex
+	err := p.Parts(v, dims, func(lo, hi int, ys []*tensors.Tensor) error {
+		if len(ys) != len(ends) {
+			return fmt.Errorf("%d outputs, want %d", len(ys), len(ends))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i, y := range ys {
+			d := y.Shape().Dimensions
+			per := y.Shape().Size() / d[0]
+			if d[0] != 3 {
+				return fmt.Errorf("output %d of part [%d,%d): %v, want parts of 3", i, lo, hi, d)
+			}
+			if got[i] == nil {
+				got[i] = make([]float32, 5*per)
+			}
+			copy(got[i][lo*per:hi*per], tensors.MustCopyFlatData[float32](y)[:(hi-lo)*per])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := tensors.FromFlatDataAndDimensions(v, dims...)
+	from := 0
+	for i, e := range ends {
+		stage := NewStages(testutil.Backend(), base, nil, from, e)
+		stage.shards = 1
+		y, err := stage.Logits(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.AssertClose(t, fmt.Sprintf("stages [0,%d) in one pass vs chained", e), got[i], tensors.MustCopyFlatData[float32](y), 1e-6)
+		x, from = y, e
+	}
+	for _, bad := range [][]int{{}, {0}, {3, 3}, {4, 2}, {len(net.Stages()) + 1}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewOutputs(%v) did not refuse", bad)
+				}
+			}()
+			NewOutputs(testutil.Backend(), base, nil, 0, bad)
+		}()
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -172,8 +173,8 @@ func Build(ctx context.Context, b compute.Backend, base *backbone.Base, d Data, 
 type Prefixes struct {
 	pre    preprocess.Preprocess
 	stages []int
-	runs   []*classifier.Predictor // stages [stages[i-1], stages[i]) of the base
-	dims   [][]int                 // each prefix's output for one image
+	run    *classifier.Predictor // stages [0, last), yielding each entry's output
+	dims   [][]int               // each prefix's output for one image
 	batch  int
 }
 
@@ -187,29 +188,35 @@ func NewPrefixes(b compute.Backend, base *backbone.Base, d Data, pre preprocess.
 	if d.Len() == 0 {
 		return nil, fmt.Errorf("features: no images to cache")
 	}
-	p := &Prefixes{pre: pre, stages: stages, batch: batch}
+	for i, s := range stages {
+		if s <= 0 || i > 0 && s <= stages[i-1] || s > len(base.Net.Stages()) {
+			return nil, fmt.Errorf("features: stages %v must increase from 1 to at most %d", stages, len(base.Net.Stages()))
+		}
+	}
+	if len(stages) == 0 {
+		return nil, fmt.Errorf("features: no stages to cache")
+	}
+	p := &Prefixes{pre: pre, stages: stages, batch: batch, run: classifier.NewOutputs(b, base, nil, 0, stages)}
 	per := 3 * pre.Crop * pre.Crop
 	probe := make([]float32, batch*per)
 	d.Fill([]int{0}, pre, nil, probe[:per], make([]int32, 1))
 	for i := 1; i < batch; i++ {
 		copy(probe[i*per:(i+1)*per], probe[:per])
 	}
-	x := tensors.FromFlatDataAndDimensions(probe, batch, 3, pre.Crop, pre.Crop)
-	prev := 0
-	for i, s := range stages {
-		if s <= prev && i > 0 || s <= 0 {
-			return nil, fmt.Errorf("features: stages %v must increase from 1", stages)
+	var mu sync.Mutex
+	err := p.run.Parts(probe, []int{batch, 3, pre.Crop, pre.Crop}, func(lo, _ int, ys []*tensors.Tensor) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if lo == 0 {
+			for _, y := range ys {
+				p.dims = append(p.dims, y.Shape().Dimensions[1:])
+			}
 		}
-		p.runs = append(p.runs, classifier.NewStages(b, base, nil, prev, s))
-		y, err := p.runs[i].Logits(x)
-		x.FinalizeAll()
-		if err != nil {
-			return nil, err
-		}
-		p.dims = append(p.dims, y.Shape().Dimensions[1:])
-		x, prev = y, s
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	x.FinalizeAll()
 	return p, nil
 }
 
@@ -222,7 +229,6 @@ func (p *Prefixes) Build(ctx context.Context, d Data, o Options) ([]*Cache, erro
 	}
 	views, batch := max(o.Views, 1), p.batch
 	side := pre.Crop
-	runs := p.runs
 	var caches []*Cache
 	var need int64
 	for i, s := range p.stages {
@@ -255,8 +261,9 @@ func (p *Prefixes) Build(ctx context.Context, d Data, o Options) ([]*Cache, erro
 	start := time.Now()
 	n := d.Len()
 	total := n * views
+	per := 3 * side * side
 	idx := make([]int, 0, batch)
-	img := make([]float32, batch*3*side*side)
+	img := make([]float32, batch*per)
 	labels := make([]int32, batch)
 	done, bar := 0, progress.New(o.Progress)
 	text := func() string {
@@ -273,7 +280,6 @@ func (p *Prefixes) Build(ctx context.Context, d Data, o Options) ([]*Cache, erro
 				idx = append(idx, i)
 			}
 			k := hi - lo
-			per := 3 * side * side
 			for j, i := range idx {
 				var rng *rand.Rand
 				if views > 1 {
@@ -281,19 +287,17 @@ func (p *Prefixes) Build(ctx context.Context, d Data, o Options) ([]*Cache, erro
 				}
 				d.Fill([]int{i}, pre, rng, img[j*per:(j+1)*per], labels[j:j+1])
 			}
-			x := tensors.FromFlatDataAndDimensions(img[:k*per], k, 3, side, side)
-			for ci, c := range caches {
-				y, err := runs[ci].Logits(x)
-				if err != nil {
-					return nil, err
+			err := p.run.Parts(img[:k*per], []int{k, 3, side, side}, func(plo, phi int, ys []*tensors.Tensor) error {
+				for ci, c := range caches {
+					if err := tensors.ConstFlatData(ys[ci], func(vals []float32) { c.store(idx[plo:phi], v, vals) }); err != nil {
+						return err
+					}
 				}
-				c.store(idx, v, tensors.MustCopyFlatData[float32](y))
-				if ci > 0 {
-					x.FinalizeAll()
-				}
-				x = y
+				return nil
+			})
+			if err != nil {
+				return nil, err
 			}
-			x.FinalizeAll()
 			done += k
 			bar.Update(int64(done), int64(total), text)
 		}
