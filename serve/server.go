@@ -330,10 +330,26 @@ func (s *Server) fail(w http.ResponseWriter, err error) int {
 		w.Header().Set("Retry-After", "1")
 	}
 	if code >= 500 && code != http.StatusServiceUnavailable {
-		s.log.Error("serve", "err", err)
+		if st := stackOf(err); st != "" {
+			s.log.Error("serve", "err", err, "stack", st)
+		} else {
+			s.log.Error("serve", "err", err)
+		}
 	}
 	writeError(w, code, "%s", err.Error())
 	return code
+}
+
+// stackOf is the stack an error carries, for the log (the client gets the
+// message only): GoMLX turns a panic inside an execution into an error
+// that keeps the panicking frames, printed by its %+v.
+func stackOf(err error) string {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if _, ok := e.(fmt.Formatter); ok {
+			return fmt.Sprintf("%+v", e)
+		}
+	}
+	return ""
 }
 
 // AdapterInfo is one entry of GET /v1/adapters.

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +21,8 @@ import (
 	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/support/exceptions"
+	pkgerrors "github.com/pkg/errors"
 
 	"github.com/lorafit/lorafit/adapter"
 	"github.com/lorafit/lorafit/backbone"
@@ -433,5 +437,38 @@ func TestServeRemovedAdapter(t *testing.T) {
 	}
 	if _, ok := s.Registry().Loaded()["case4"]; ok {
 		t.Error("a removed adapter stays loaded")
+	}
+}
+
+// TestFailLogsStack: a runtime panic inside an execution reaches the client
+// as a 500 with its message, and the log with the panicking frames; an
+// error without a stack logs none.
+func TestFailLogsStack(t *testing.T) {
+	var nilMap map[string][]int
+	panicked := exceptions.TryCatch[error](func() { nilMap["x"][0]++ }) // what GoMLX's executor recovers
+	if panicked == nil {
+		t.Fatal("no panic")
+	}
+	for _, c := range []struct {
+		err   error
+		stack bool
+	}{
+		{fmt.Errorf("a1: %w", pkgerrors.WithMessage(panicked, `failed to execute graph "serve-tail-a1#1"`)), true},
+		{errors.New("plain"), false},
+	} {
+		var log bytes.Buffer
+		s := &Server{log: slog.New(slog.NewTextHandler(&log, nil))}
+		rec := httptest.NewRecorder()
+		code := s.fail(rec, c.err)
+		var body struct{ Error string }
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || code != http.StatusInternalServerError || body.Error != c.err.Error() {
+			t.Errorf("%v: %d %s", c.err, code, rec.Body)
+		}
+		if got := strings.Contains(log.String(), "TestFailLogsStack.func1"); got != c.stack {
+			t.Errorf("%v: log has the panicking frame: %v, want %v\n%s", c.err, got, c.stack, log.String())
+		}
+		if strings.Contains(rec.Body.String(), "TestFailLogsStack") {
+			t.Errorf("%v: the response carries the stack: %s", c.err, rec.Body)
+		}
 	}
 }
