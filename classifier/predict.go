@@ -86,7 +86,8 @@ func (p *Predictor) NumClasses() int {
 }
 
 // Logits runs images x [N,3,H,W] (or a later stage's input, see NewStages)
-// and returns [N, NumClasses] (or the last stage's output).
+// and returns [N, NumClasses] (or the last stage's output; see Parts for
+// every stage end's).
 func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 	dims := x.Shape().Dimensions
 	if err := p.compile(dims); err != nil {
@@ -98,6 +99,9 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 		out, err := p.run(x)
 		if err != nil {
 			return nil, err
+		}
+		for _, y := range out[:len(out)-1] {
+			y.FinalizeAll()
 		}
 		return out[len(out)-1], nil
 	}
@@ -112,7 +116,7 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 				res = tensors.FromShape(shapes.Make(dtypes.Float32, append([]int{dims[0]}, y.Shape().Dimensions[1:]...)...))
 			}
 			mu.Unlock()
-			return CopyRows(res, lo, y, hi-lo)
+			return copyRows(res, lo, y, hi-lo)
 		})
 	}); e != nil {
 		return nil, e
@@ -120,9 +124,9 @@ func (p *Predictor) Logits(x *tensors.Tensor) (*tensors.Tensor, error) {
 	return res, err
 }
 
-// CopyRows copies the first n rows (images) of src into dst from row lo.
-// A Predictor's parts each hold the lock of dst only while they copy.
-func CopyRows(dst *tensors.Tensor, lo int, src *tensors.Tensor, n int) error {
+// copyRows copies the first n rows (images) of src into dst from row lo,
+// holding dst's lock only while it copies.
+func copyRows(dst *tensors.Tensor, lo int, src *tensors.Tensor, n int) error {
 	per := src.Shape().Size() / max(src.Shape().Dimensions[0], 1)
 	var err error
 	if e := tensors.ConstFlatData(src, func(s []float32) {
