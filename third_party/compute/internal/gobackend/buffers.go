@@ -442,10 +442,19 @@ func (buffer *Buffer) Finalize() error {
 			buffer, strings.Join(issues, ", "))
 	}
 
+	raw := buffer.RawBytes
 	buffer.InUse = false
 	buffer.Flat = nil
 	buffer.RawBytes = nil
 	buffer.RawShape = shapes.Invalid()
+	if !buffer.isUserFed && len(raw) > 0 {
+		// The memory is reused, as PutBuffer's is: an execution's outputs
+		// (a training step's gradients) were otherwise allocated, and zeroed
+		// by the runtime, anew on every call. It goes back to the pool in a
+		// new Buffer, so this one stays finalized: a second Finalize of it
+		// still fails instead of freeing a buffer someone else now holds.
+		buffer.RawBackend.getBufferPool(len(raw)).Put(&Buffer{RawBytes: raw})
+	}
 	return nil
 }
 
