@@ -354,7 +354,7 @@ func logits2(t *testing.T, p *Predictor, x *tensors.Tensor) []float32 {
 
 // TestOutputs: one pass that yields several stages' outputs (run as parts
 // at once, the second padded) gives what predictors of each stage range,
-// chained, give; and bad stage lists are refused.
+// chained, give; and bad stage lists and short inputs are refused.
 func TestOutputs(t *testing.T) {
 	base := loadBase(t, testutil.ResNet50W4)
 	net := base.Net
@@ -402,6 +402,9 @@ func TestOutputs(t *testing.T) {
 		}
 		testutil.AssertClose(t, fmt.Sprintf("stages [0,%d) in one pass vs chained", e), got[i], tensors.MustCopyFlatData[float32](y), 1e-6)
 		x, from = y, e
+	}
+	if err := p.Parts(v[:len(v)-1], dims, func(int, int, []*tensors.Tensor) error { return nil }); err == nil {
+		t.Error("Parts ran images one value short")
 	}
 	for _, bad := range [][]int{{}, {0}, {3, 3}, {4, 2}, {len(net.Stages()) + 1}} {
 		func() {

@@ -63,18 +63,26 @@ func NewStages(b compute.Backend, base *backbone.Base, a *adapter.Adapter, from,
 // several frozen prefixes from one execution, where a pass per prefix
 // copied each intermediate map out and back in.
 func NewOutputs(b compute.Backend, base *backbone.Base, a *adapter.Adapter, from int, ends []int) *Predictor {
+	if err := CheckEnds(base, from, ends); err != nil {
+		panic(err)
+	}
+	return &Predictor{Base: base, Adapter: a, from: from, ends: slices.Clone(ends), backend: b, shards: backend.Shards(b), bake: BakeBase(b),
+		base: BaseFeed(base, a), own: AdapterFeed(a, nil)}
+}
+
+// CheckEnds tells whether ends can be the stage ends of NewOutputs.
+func CheckEnds(base *backbone.Base, from int, ends []int) error {
 	if len(ends) == 0 {
-		panic(fmt.Errorf("classifier: no stage ends"))
+		return fmt.Errorf("no stage ends")
 	}
 	prev := from
 	for _, e := range ends {
 		if e <= prev || e > len(base.Net.Stages()) {
-			panic(fmt.Errorf("classifier: stage ends %v must increase from %d to at most %d", ends, from+1, len(base.Net.Stages())))
+			return fmt.Errorf("stage ends %v must increase from %d to at most %d", ends, from+1, len(base.Net.Stages()))
 		}
 		prev = e
 	}
-	return &Predictor{Base: base, Adapter: a, from: from, ends: slices.Clone(ends), backend: b, shards: backend.Shards(b), bake: BakeBase(b),
-		base: BaseFeed(base, a), own: AdapterFeed(a, nil)}
+	return nil
 }
 
 // NumClasses is the width of the logits.
@@ -147,7 +155,10 @@ func (p *Predictor) Parts(flat []float32, dims []int, fn func(lo, hi int, ys []*
 	if err := p.compile(dims); err != nil {
 		return err
 	}
-	n, per := dims[0], len(flat)/max(dims[0], 1)
+	n, per := dims[0], imageSize(dims)
+	if len(flat) != n*per {
+		return fmt.Errorf("inference: %d values for images of %v", len(flat), dims)
+	}
 	part := p.partOf(dims)
 	if part < n {
 		shared := p.own.Values
@@ -218,12 +229,16 @@ func (p *Predictor) compile(dims []int) error {
 
 // partOf is the size of the parts a batch of dims runs in.
 func (p *Predictor) partOf(dims []int) int {
-	n := dims[0]
+	return p.compiledSize(partSize(dims[0], p.shards, imageSize(dims)))
+}
+
+// imageSize is the number of values of one image (one row) of a batch of dims.
+func imageSize(dims []int) int {
 	per := 1
 	for _, d := range dims[1:] {
 		per *= d
 	}
-	return p.compiledSize(partSize(n, p.shards, per))
+	return per
 }
 
 // compiledSize is the part size to run a natural part size of n at: the

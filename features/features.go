@@ -188,13 +188,8 @@ func NewPrefixes(b compute.Backend, base *backbone.Base, d Data, pre preprocess.
 	if d.Len() == 0 {
 		return nil, fmt.Errorf("features: no images to cache")
 	}
-	if len(stages) == 0 {
-		return nil, fmt.Errorf("features: no stages to cache")
-	}
-	for i, s := range stages {
-		if s <= 0 || i > 0 && s <= stages[i-1] || s > len(base.Net.Stages()) {
-			return nil, fmt.Errorf("features: stages %v must increase from 1 to at most %d", stages, len(base.Net.Stages()))
-		}
+	if err := classifier.CheckEnds(base, 0, stages); err != nil {
+		return nil, fmt.Errorf("features: %w", err)
 	}
 	p := &Prefixes{pre: pre, stages: stages, batch: batch, run: classifier.NewOutputs(b, base, nil, 0, stages)}
 	per := 3 * pre.Crop * pre.Crop
