@@ -59,6 +59,10 @@ type NodeData struct {
 	// the corresponding matrix input is constant and eligible for panel caching.
 	PackedLHSCache *PackedMatrixCache
 	PackedRHSCache *PackedMatrixCache
+
+	// GatheredLHS, if set, says the lhs buffer is the source of a gathered
+	// LHS (see GatheredLHS), not the LHS itself.
+	GatheredLHS *GatheredLHS
 }
 
 // SetSizes computes and sets the internal sizes (BatchSize, LHSCrossSize, RHSCrossSize, ContractingSize)

@@ -142,6 +142,16 @@ func CallRegisteredImplementation(
 	contractingSize := params.ContractingSize
 
 	lhsFlat, rhsFlat, outputFlat := lhs.Flat, rhs.Flat, output.Flat
+	if params.GatheredLHS != nil && !implementation.ReadsGatheredLHS(params.Layout, params.InputDType, params.OutputDType) {
+		// This implementation reads a plain LHS: lay the gathered one out
+		// (only float32 LHSs are gathered).
+		m := make([]float32, batchSize*lhsCrossSize*contractingSize)
+		Materialize(params.GatheredLHS, lhsFlat.([]float32), m)
+		lhsFlat = m
+		plain := *params
+		plain.GatheredLHS = nil
+		params = &plain
+	}
 	implFnAny := implementation.implFn
 	callFnAny, err := callImplementationDTypePairMap.Get(params.InputDType, params.OutputDType)
 	if err != nil {

@@ -22,6 +22,17 @@ type gatherNode struct {
 	indicesAreSorted                                                 bool
 }
 
+// GatherParams returns the parameters a Gather node was built with (see
+// compute.Builder.Gather), for graph transformations; ok is false for any
+// other node.
+func GatherParams(node *gobackend.Node) (indexVectorAxis int, offsetOutputAxes, collapsedSliceAxes, startIndexMap, sliceSizes []int, ok bool) {
+	g, ok := node.Data.(*gatherNode)
+	if node.OpType != compute.OpTypeGather || !ok {
+		return 0, nil, nil, nil, nil, false
+	}
+	return g.indexVectorAxis, g.offsetOutputAxes, g.collapsedSlicesAxes, g.startIndexMap, g.sliceSizes, true
+}
+
 // Recompute implements gobackend.RecomputableNodeData for gatherNode.
 func (g *gatherNode) Recompute(backend *gobackend.Backend, resolvedNodes []*gobackend.Node, originalNode *gobackend.Node) (any, error) {
 	operandShape := resolvedNodes[originalNode.Inputs[0].Index].Shape

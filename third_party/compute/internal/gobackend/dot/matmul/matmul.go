@@ -42,6 +42,10 @@ type CacheParams struct {
 	// RHSPanelCrossSize (or Mc) is the "cross" size of the RHS and Output panels (used when packing).
 	// Selected to make the panel fit into L2/L3 caches.
 	RHSPanelCrossSize int // Nc: L3 cols
+
+	// GatheredLHS is not a tuning parameter: set for one call, it says that
+	// call's lhs is the source of a gathered LHS (see dot.GatheredLHS).
+	GatheredLHS *dot.GatheredLHS
 }
 
 var (
@@ -96,6 +100,15 @@ func ExecuteWithEpilogue[I, O interface {
 	if !ok {
 		return errors.Errorf("invalid implementation function type for layout=%s, input=%s, output=%s",
 			layout, inDType, outDType)
+	}
+	if nodeData != nil && nodeData.GatheredLHS != nil && !reg.ReadsGatheredLHS(layout, inDType, outDType) {
+		// This implementation reads a plain LHS: lay the gathered one out.
+		m := make([]I, batchSize*lhsCrossSize*contractingSize)
+		dot.Materialize(nodeData.GatheredLHS, lhs, m)
+		lhs = m
+		plain := *nodeData
+		plain.GatheredLHS = nil
+		nodeData = &plain
 	}
 	implFn(backend, layout, lhs, rhs, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, output, nodeData)
 

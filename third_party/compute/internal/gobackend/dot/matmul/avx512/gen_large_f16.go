@@ -55,6 +55,10 @@ func avx512LargeFloat16( //alt:f16
 	lhsBatchStride := lhsCrossSize * contractingSize
 	rhsBatchStride := rhsCrossSize * contractingSize
 	outputBatchStride := lhsCrossSize * rhsCrossSize
+	//alt:f32 if nodeData != nil && nodeData.GatheredLHS != nil {
+	//alt:f32 params.GatheredLHS = nodeData.GatheredLHS
+	//alt:f32 lhsBatchStride = len(lhs)                 // lhs is the gathered LHS's source, batchSize 1.
+	//alt:f32 }
 
 	numKPanels := (contractingSize + params.PanelContractingSize - 1) / params.PanelContractingSize
 	numColPanels := (rhsCrossSize + params.RHSPanelCrossSize - 1) / params.RHSPanelCrossSize
@@ -379,6 +383,8 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 					stripOffset := (lhsPanelRowIdx % params.LHSPanelCrossSize) / params.LHSL1KernelRows
 					stripSize := contractingPanelWidth * params.LHSL1KernelRows
 					packedLHS = panel[stripOffset*stripSize:]
+					//alt:f32 } else if params.GatheredLHS != nil {
+					//alt:f32 avx512PackGatheredLHSFloat32(lhsMatrix, params.GatheredLHS, packedLHS, lhsPanelRowIdx, contractingPanelIdx, lhsPanelHeight, contractingPanelWidth)
 				} else {
 					avx512PackLHSKernelRows4(lhsMatrix, packedLHS, lhsPanelRowIdx, contractingPanelIdx, contractingSize, lhsPanelHeight, contractingPanelWidth, params.LHSL1KernelRows) //alt:f32|bf16|f16|f64
 				}

@@ -38,6 +38,12 @@ func avx512RouterBFloat16( //alt:bf16
 	// Check if small matrix multiplication kernel can be used.
 	flops := batchSize * lhsCrossSize * rhsCrossSize * contractingSize
 	useSmallVariant := !matmul.ForceLargeVariant && (matmul.ForceSmallVariant || flops < matmul.SmallMatMulSizeThreshold)
+	//alt:f32 if useSmallVariant && nodeData != nil && nodeData.GatheredLHS != nil {
+	//alt:f32 // Only the large variant reads a gathered LHS.
+	//alt:f32 plain := make([]float32, lhsCrossSize*contractingSize)
+	//alt:f32 dot.Materialize(nodeData.GatheredLHS, lhs, plain)
+	//alt:f32 lhs = plain
+	//alt:f32 }
 	if klog.V(1).Enabled() {
 		variant := "large (avx512)"
 		if useSmallVariant {

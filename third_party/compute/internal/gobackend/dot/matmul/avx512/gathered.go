@@ -1,0 +1,58 @@
+//go:build amd64 && goexperiment.simd
+
+package avx512
+
+import (
+	"unsafe"
+
+	"github.com/gomlx/compute/internal/gobackend/dot"
+)
+
+// avx512PackLHSRows8PtrsFloat32Asm packs contractingCols float32s from each
+// of the 8 rows into panel as one 8-row strip ([contractingCols][8]).
+// Defined in pack_amd64_float32.s.
+//
+//go:noescape
+func avx512PackLHSRows8PtrsFloat32Asm(rows *[8]unsafe.Pointer, panel []float32, contractingCols int)
+
+// avx512PackGatheredLHSFloat32 packs rows [rowStart, rowStart+copyRows) and
+// contracting columns [colStart, colStart+cols) of the LHS g lays over src,
+// as avx512PackLHSKernelRows4 packs a plain LHS with 8-row strips: each strip
+// [cols][8], the rows past copyRows zero. Each row's run segment is read where
+// it lies in src: a strip's 8 rows need no common stride (a convolution's
+// output rows end inside strips when their width is no multiple of 8).
+func avx512PackGatheredLHSFloat32(src []float32, g *dot.GatheredLHS, panel []float32, rowStart, colStart, copyRows, cols int) {
+	var rows [8]unsafe.Pointer
+	for s := 0; s < copyRows; s += 8 {
+		valid := min(8, copyRows-s)
+		strip := panel[(s/8)*cols*8 : (s/8+1)*cols*8]
+		first := (rowStart + s) * g.Runs
+		for k := colStart; k < colStart+cols; {
+			t, o := k/g.RunLen, k%g.RunLen
+			n := min(g.RunLen-o, colStart+cols-k)
+			dst := strip[(k-colStart)*8 : (k-colStart+n)*8]
+			if valid == 8 && AVX512UseAsm {
+				for j := range rows {
+					off := int(g.Offsets[first+j*g.Runs+t]) + o
+					rows[j] = unsafe.Pointer(&src[off : off+n][0])
+				}
+				avx512PackLHSRows8PtrsFloat32Asm(&rows, dst, n)
+				k += n
+				continue
+			}
+			for j := range 8 {
+				if j >= valid {
+					for i := range n {
+						dst[i*8+j] = 0
+					}
+					continue
+				}
+				off := int(g.Offsets[first+j*g.Runs+t]) + o
+				for i, v := range src[off : off+n] {
+					dst[i*8+j] = v
+				}
+			}
+			k += n
+		}
+	}
+}

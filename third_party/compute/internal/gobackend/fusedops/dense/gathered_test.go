@@ -1,0 +1,204 @@
+package dense_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/internal/gobackend"
+	"github.com/gomlx/compute/internal/gobackend/dot"
+	"github.com/gomlx/compute/internal/gobackend/dot/matmul"
+	"github.com/gomlx/compute/shapes"
+)
+
+// convCase is a k×k convolution of x [n,h,w,c] with o filters, lowered as
+// im2col: Pad, one Gather of contiguous runs (a kernel row of every output
+// pixel), Reshape to [pixels, k·k·c], FusedDense with bias and ReLU.
+type convCase struct {
+	name                       string
+	n, h, w, c, k, stride, pad int
+	o                          int
+	startPad                   int // the padding the gather's indices assume (>= pad: starts past the end, clamped)
+}
+
+var convCases = []convCase{
+	{name: "3x3 width 7: strips cross output rows", n: 8, h: 7, w: 7, c: 32, k: 3, stride: 1, pad: 1, o: 64},
+	{name: "3x3 width 16", n: 4, h: 16, w: 16, c: 16, k: 3, stride: 1, pad: 1, o: 48},
+	{name: "3x3, runs of 240 across contracting panels", n: 4, h: 8, w: 8, c: 80, k: 3, stride: 1, pad: 1, o: 40},
+	{name: "7x7 stride 2, three channels (runs of 21)", n: 10, h: 20, w: 20, c: 3, k: 7, stride: 2, pad: 3, o: 32},
+	{name: "1x1 stride 2", n: 12, h: 14, w: 14, c: 64, k: 1, stride: 2, pad: 0, o: 128},
+	{name: "245 rows: a last strip of 5", n: 5, h: 7, w: 7, c: 32, k: 3, stride: 1, pad: 1, o: 64},
+	{name: "small product (small kernel)", n: 1, h: 3, w: 3, c: 2, k: 3, stride: 1, pad: 1, o: 4},
+	{name: "starts past the end are clamped", n: 16, h: 8, w: 8, c: 16, k: 3, stride: 1, pad: 0, o: 32, startPad: 1},
+}
+
+func (tc convCase) out() (ho, wo int) {
+	p := max(tc.pad, tc.startPad)
+	return (tc.h+2*p-tc.k)/tc.stride + 1, (tc.w+2*p-tc.k)/tc.stride + 1
+}
+
+// build compiles the convolution, its product a FusedDense or a DotGeneral
+// (op); with keepGather the Gather is also an output, so it has a second use
+// and must not be fused. It returns the executable and the product's node.
+func (tc convCase) build(t *testing.T, backend compute.Backend, op compute.OpType, keepGather bool, w, bias []float32) (compute.Executable, *gobackend.Node) {
+	t.Helper()
+	must := func(v compute.Value, err error) compute.Value {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		return v
+	}
+	ho, wo := tc.out()
+	builder := backend.Builder(tc.name).(*gobackend.Builder)
+	f := builder.Main().(*gobackend.Function)
+	x := must(f.Parameter("x", shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.c), nil))
+	if tc.pad > 0 {
+		p := compute.PadAxis{Start: tc.pad, End: tc.pad}
+		x = must(f.Pad(x, must(f.Constant([]float32{0})), compute.PadAxis{}, p, p, compute.PadAxis{}))
+	}
+	var idx []int32
+	for b := range tc.n {
+		for y := range ho {
+			for xx := range wo {
+				for i := range tc.k {
+					idx = append(idx, int32(b), int32(y*tc.stride+i), int32(xx*tc.stride))
+				}
+			}
+		}
+	}
+	start := must(f.Constant(idx, len(idx)/3, 3))
+	gather := must(f.Gather(x, start, 1, []int{1, 2, 3, 4}, nil, []int{0, 1, 2}, []int{1, 1, tc.k, tc.c}, true))
+	m, kk := tc.n*ho*wo, tc.k*tc.k*tc.c
+	patches := must(f.Reshape(gather, m, kk))
+	wc := must(f.Constant(w, kk, tc.o))
+	bc := must(f.Constant(bias, tc.o))
+	var y, product compute.Value
+	if op == compute.OpTypeFusedDense {
+		y = must(f.FusedDense(patches, wc, bc, compute.DenseConfig{
+			WeightLayout: compute.DenseLayoutInputOutputs,
+			Activation:   compute.ActivationConfig{Type: compute.ActivationRelu},
+		}))
+		product = y
+	} else {
+		product = must(f.DotGeneral(patches, []int{1}, nil, wc, []int{0}, nil, compute.DotGeneralConfig{}))
+		bb := must(f.BroadcastInDim(bc, shapes.Make(dtypes.Float32, m, tc.o), []int{1}))
+		sum := must(f.Add(product, bb))
+		y = must(f.Max(sum, must(f.BroadcastInDim(must(f.Constant([]float32{0})), shapes.Make(dtypes.Float32, m, tc.o), nil))))
+	}
+	outs := []compute.Value{y}
+	if keepGather {
+		outs = append(outs, gather)
+	}
+	if err := f.Return(outs, nil); err != nil {
+		t.Fatal(err)
+	}
+	exec, err := builder.Compile()
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	return exec, product.(*gobackend.Node)
+}
+
+// reference is the convolution in float64, straight from its definition.
+func (tc convCase) reference(x, w, bias []float32) []float64 {
+	ho, wo := tc.out()
+	out := make([]float64, 0, tc.n*ho*wo*tc.o)
+	for b := range tc.n {
+		for y := range ho {
+			for xx := range wo {
+				for o := range tc.o {
+					sum := float64(bias[o])
+					for i := range tc.k {
+						for j := range tc.k {
+							r, c := y*tc.stride+i-tc.pad, xx*tc.stride+j-tc.pad
+							if r < 0 || c < 0 || r >= tc.h || c >= tc.w {
+								continue
+							}
+							for ch := range tc.c {
+								sum += float64(x[((b*tc.h+r)*tc.w+c)*tc.c+ch]) * float64(w[((i*tc.k+j)*tc.c+ch)*tc.o+o])
+							}
+						}
+					}
+					out = append(out, max(sum, 0))
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (tc convCase) run(t *testing.T, backend compute.Backend, exec compute.Executable, x []float32) []float32 {
+	t.Helper()
+	xb, err := backend.BufferFromFlatData(0, x, shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs, err := exec.Execute([]compute.Buffer{xb}, nil, 0)
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	return outs[0].(*gobackend.Buffer).Flat.([]float32)
+}
+
+// TestGatheredLHS checks that a FusedDense or DotGeneral reading its lhs from a Gather of
+// contiguous runs is rewritten to read the runs in place (the Gather not
+// executed), and gives bit for bit what it gives on the gathered matrix: the
+// packed panels hold the same values. Also with the matmul implementation
+// that does not read gathered LHSs (given the matrix laid out) and, where
+// the starts are in range, against the convolution computed directly.
+func TestGatheredLHS(t *testing.T) {
+	for _, impl := range []string{"default", "nosimd (materialized)"} {
+		for _, op := range []compute.OpType{compute.OpTypeFusedDense, compute.OpTypeDotGeneral} {
+			t.Run(impl+"/"+op.String(), func(t *testing.T) {
+				if impl != "default" {
+					matmul.RegisterNoSIMDForTests()
+					defer dot.ResetTestRegistrations()
+				}
+				backend := newTestBackend(t)
+				defer backend.Finalize()
+				for _, tc := range convCases {
+					t.Run(tc.name, func(t *testing.T) {
+						rng := rand.New(rand.NewPCG(1, uint64(tc.k*1000+tc.w)))
+						randoms := func(n int) []float32 {
+							v := make([]float32, n)
+							for i := range v {
+								v[i] = float32(rng.NormFloat64())
+							}
+							return v
+						}
+						x := randoms(tc.n * tc.h * tc.w * tc.c)
+						w := randoms(tc.k * tc.k * tc.c * tc.o)
+						bias := randoms(tc.o)
+
+						fusedExec, fused := tc.build(t, backend, op, false, w, bias)
+						if g := fused.Inputs[0]; g.OpType == compute.OpTypeReshape {
+							t.Fatalf("the product still reads the gathered matrix (input %s)", g.OpType)
+						}
+						plainExec, plain := tc.build(t, backend, op, true, w, bias)
+						if g := plain.Inputs[0]; g.OpType != compute.OpTypeReshape {
+							t.Fatalf("a Gather with a second use was fused (input %s)", g.OpType)
+						}
+						got := tc.run(t, backend, fusedExec, x)
+						want := tc.run(t, backend, plainExec, x)
+						for i := range want {
+							if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("element %d of %d: gathered in place %g, from the gathered matrix %g", i, len(want), got[i], want[i])
+							}
+						}
+						if tc.startPad > 0 {
+							return
+						}
+						for i, r := range tc.reference(x, w, bias) {
+							if math.Abs(float64(got[i])-r) > 1e-4*(1+math.Abs(r)) {
+								t.Fatalf("element %d: %g, direct convolution %g", i, got[i], r)
+							}
+						}
+					})
+				}
+			})
+		}
+	}
+}
