@@ -9,11 +9,12 @@ import (
 )
 
 // avx512PackLHSRows8PtrsFloat32Asm packs contractingCols float32s from each
-// of the 8 rows into panel as one 8-row strip ([contractingCols][8]).
+// of the 8 rows: for every k, the rows' k-th values side by side at dst +
+// k*dstStride bytes (dstStride 32: one 8-row strip, [contractingCols][8]).
 // Defined in pack_amd64_float32.s.
 //
 //go:noescape
-func avx512PackLHSRows8PtrsFloat32Asm(rows *[8]unsafe.Pointer, panel []float32, contractingCols int)
+func avx512PackLHSRows8PtrsFloat32Asm(rows *[8]unsafe.Pointer, dst unsafe.Pointer, dstStride, contractingCols int)
 
 // avx512PackGatheredLHSFloat32 packs rows [rowStart, rowStart+copyRows) and
 // contracting columns [colStart, colStart+cols) of the LHS g lays over src,
@@ -36,7 +37,7 @@ func avx512PackGatheredLHSFloat32(src []float32, g *dot.GatheredLHS, panel []flo
 					off := int(g.Offsets[first+j*g.Runs+t]) + o
 					rows[j] = unsafe.Pointer(&src[off : off+n][0])
 				}
-				avx512PackLHSRows8PtrsFloat32Asm(&rows, dst, n)
+				avx512PackLHSRows8PtrsFloat32Asm(&rows, unsafe.Pointer(&dst[0]), 8*4, n)
 				k += n
 				continue
 			}
@@ -55,4 +56,30 @@ func avx512PackGatheredLHSFloat32(src []float32, g *dot.GatheredLHS, panel []flo
 			k += n
 		}
 	}
+}
+
+// avx512PackTransposedRHSFloat32 packs rows [rowStart, rowStart+copyRows) and
+// columns [colStart, colStart+cols) of a row-major matrix with lhsCols
+// columns into strips of 32 rows ([cols][32] each, the rows past copyRows
+// zero), as unsafePackLHS does with 32 kernel rows: the panels of a
+// transposed RHS ([N, K], as a Linear weight is kept) for the 8×32 kernel.
+// Full strips go 8 rows at a time through the assembly packer.
+func avx512PackTransposedRHSFloat32(m, panel []float32, rowStart, colStart, lhsCols, copyRows, cols int) {
+	full := copyRows &^ 31
+	if AVX512UseAsm && cols > 0 {
+		var rows [8]unsafe.Pointer
+		for s := 0; s < full; s += 32 {
+			strip := panel[s*cols : (s+32)*cols]
+			for g := 0; g < 32; g += 8 {
+				for j := range rows {
+					off := (rowStart+s+g+j)*lhsCols + colStart
+					rows[j] = unsafe.Pointer(&m[off : off+cols][0])
+				}
+				avx512PackLHSRows8PtrsFloat32Asm(&rows, unsafe.Pointer(&strip[g]), 32*4, cols)
+			}
+		}
+	} else {
+		full = 0
+	}
+	unsafePackLHS(m, panel[full*cols:], rowStart+full, colStart, lhsCols, copyRows-full, cols, 32)
 }

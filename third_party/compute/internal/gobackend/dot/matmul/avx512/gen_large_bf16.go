@@ -364,6 +364,9 @@ func avx512LargeMatrixSliceBFloat16( //alt:bf16
 				packedRHS = panel[stripOffset*stripSize:]
 			} else if layout == dot.LayoutNonTransposed {
 				avx512PackRHSNonTransposed(rhsMatrix, packedRHS, contractingPanelIdx, rhsPanelColIdx, rhsCrossSize, contractingPanelWidth, rhsPanelWidth, params.RHSL1KernelCols)
+				//alt:f32 } else if params.RHSL1KernelCols == 32 {
+				//alt:f32 avx512PackTransposedRHSFloat32(rhsMatrix, packedRHS, rhsPanelColIdx, contractingPanelIdx, contractingSize,
+				//alt:f32 rhsPanelWidth, contractingPanelWidth)
 			} else {
 				// For LayoutTransposed, the rhs has the same layout as the lhs, so we use packLHS instead.
 				unsafePackLHS(rhsMatrix, packedRHS, rhsPanelColIdx, contractingPanelIdx, contractingSize,

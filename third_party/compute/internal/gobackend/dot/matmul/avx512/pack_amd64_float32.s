@@ -334,16 +334,18 @@ done8:
 	RET
 
 
-// func avx512PackLHSRows8PtrsFloat32Asm(rows *[8]unsafe.Pointer, panel []float32, contractingCols int)
+// func avx512PackLHSRows8PtrsFloat32Asm(rows *[8]unsafe.Pointer, dst unsafe.Pointer, dstStride, contractingCols int)
 //
 // Packs contractingCols float32s from each of 8 rows, given by their own
-// pointers, into panel as one 8-row strip ([contractingCols][8]): the layout
-// of avx512PackLHSKernelRows8Float32Asm, for rows at no common stride (a
-// gathered LHS).
-TEXT ·avx512PackLHSRows8PtrsFloat32Asm(SB), NOSPLIT, $0-40
+// pointers, 8 floats (one from each row) for every k at dst + k*dstStride
+// bytes: with dstStride 32 the 8-row strip of avx512PackLHSKernelRows8Float32Asm
+// (for rows at no common stride: a gathered LHS); with 128, 8 rows of a
+// 32-row strip (a transposed RHS).
+TEXT ·avx512PackLHSRows8PtrsFloat32Asm(SB), NOSPLIT, $0-32
 	MOVQ rows+0(FP), AX
-	MOVQ panel_base+8(FP), R9
-	MOVQ contractingCols+32(FP), R14
+	MOVQ dst+8(FP), R9
+	MOVQ dstStride+16(FP), R13
+	MOVQ contractingCols+24(FP), R14
 	TESTQ R14, R14
 	JLE donePtrs8
 
@@ -412,7 +414,7 @@ loop_ptrs8:
 	VSHUFI32X4 $0x88, Z19, Z18, Z30
 	VSHUFI32X4 $0xDD, Z19, Z18, Z31
 
-	// Interleave rows 0..3 and 4..7, two columns a register.
+	// Interleave rows 0..3 and 4..7: Zj holds columns 2j (low half) and 2j+1.
 	VSHUFI32X4 $0x44, Z28, Z24, Z0
 	VSHUFI32X4 $0xD8, Z0, Z0, Z0
 	VSHUFI32X4 $0xEE, Z28, Z24, Z1
@@ -430,14 +432,31 @@ loop_ptrs8:
 	VSHUFI32X4 $0xEE, Z31, Z27, Z7
 	VSHUFI32X4 $0xD8, Z7, Z7, Z7
 
-	VMOVDQU32 Z0, (R9)
-	VMOVDQU32 Z1, 64(R9)
-	VMOVDQU32 Z2, 128(R9)
-	VMOVDQU32 Z3, 192(R9)
-	VMOVDQU32 Z4, 256(R9)
-	VMOVDQU32 Z5, 320(R9)
-	VMOVDQU32 Z6, 384(R9)
-	VMOVDQU32 Z7, 448(R9)
+	// Column k's 8 floats at dst + k*dstStride.
+	VMOVUPS Y0, (R9)
+	VEXTRACTF64X4 $1, Z0, (R9)(R13*1)
+	LEAQ (R9)(R13*2), R9
+	VMOVUPS Y1, (R9)
+	VEXTRACTF64X4 $1, Z1, (R9)(R13*1)
+	LEAQ (R9)(R13*2), R9
+	VMOVUPS Y2, (R9)
+	VEXTRACTF64X4 $1, Z2, (R9)(R13*1)
+	LEAQ (R9)(R13*2), R9
+	VMOVUPS Y3, (R9)
+	VEXTRACTF64X4 $1, Z3, (R9)(R13*1)
+	LEAQ (R9)(R13*2), R9
+	VMOVUPS Y4, (R9)
+	VEXTRACTF64X4 $1, Z4, (R9)(R13*1)
+	LEAQ (R9)(R13*2), R9
+	VMOVUPS Y5, (R9)
+	VEXTRACTF64X4 $1, Z5, (R9)(R13*1)
+	LEAQ (R9)(R13*2), R9
+	VMOVUPS Y6, (R9)
+	VEXTRACTF64X4 $1, Z6, (R9)(R13*1)
+	LEAQ (R9)(R13*2), R9
+	VMOVUPS Y7, (R9)
+	VEXTRACTF64X4 $1, Z7, (R9)(R13*1)
+	LEAQ (R9)(R13*2), R9
 
 	ADDQ $64, SI
 	ADDQ $64, DX
@@ -447,7 +466,6 @@ loop_ptrs8:
 	ADDQ $64, R10
 	ADDQ $64, R11
 	ADDQ $64, R12
-	ADDQ $512, R9
 	ADDQ $16, BX
 	JMP loop_ptrs8
 
@@ -478,7 +496,7 @@ tail_ptrs8:
 	ADDQ $4, R10
 	ADDQ $4, R11
 	ADDQ $4, R12
-	ADDQ $32, R9
+	ADDQ R13, R9
 	INCQ BX
 	JMP tail_ptrs8
 
