@@ -56,7 +56,8 @@ func (r *ImplementationRegistration) ReadsGatheredLHS(layout Layout, inputDType,
 }
 
 // gatheredLHSFusion lets a float32 DotGeneral without batch axes read its lhs
-// straight from a Gather of contiguous slices (see GatheredInput).
+// straight from a Gather of contiguous slices (see GatheredInput), where its
+// implementation reads gathered LHSs.
 type gatheredLHSFusion struct{}
 
 func (gatheredLHSFusion) Name() string { return "GatheredLHSFusion(DotGeneral)" }
@@ -68,7 +69,8 @@ func (gatheredLHSFusion) Apply(b *gobackend.Builder) (bool, error) {
 			data, ok := node.Data.(*NodeData)
 			if node.OpType != compute.OpTypeDotGeneral || !ok || data.GatheredLHS != nil || data.BatchSize != 1 ||
 				data.InputDType != dtypes.Float32 || data.OutputDType != dtypes.Float32 || node.Shape.IsDynamic() ||
-				len(data.LHSBatchAxes) != 0 || !slices.Equal(data.LHSContractingAxes, []int{node.Inputs[0].Shape.Rank() - 1}) {
+				len(data.LHSBatchAxes) != 0 || !slices.Equal(data.LHSContractingAxes, []int{node.Inputs[0].Shape.Rank() - 1}) ||
+				!data.implementation.ReadsGatheredLHS(data.Layout, dtypes.Float32, dtypes.Float32) {
 				continue
 			}
 			src, g := GatheredInput(node.Inputs[0], uses, data.LHSCrossSize, data.ContractingSize)

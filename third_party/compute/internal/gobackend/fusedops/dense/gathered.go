@@ -15,8 +15,9 @@ func init() {
 // Gather of contiguous slices (a convolution's patches, im2col): x =
 // Reshape(Gather(src, constant indices)) is replaced by src and the runs'
 // offsets (dot.GatheredLHS, dot.GatheredInput), so the gathered matrix is
-// never written. The matmul implementation packs the runs itself, or is given
-// the matrix laid out first (matmul.ExecuteWithEpilogue).
+// never written, where the matmul implementation packs the runs itself (one
+// chosen when the product runs that does not is given the matrix laid out,
+// matmul.ExecuteWithEpilogue).
 type gatheredLHSFusion struct{}
 
 func (gatheredLHSFusion) Name() string { return "GatheredLHSFusion(FusedDense)" }
@@ -27,7 +28,8 @@ func (gatheredLHSFusion) Apply(b *gobackend.Builder) (bool, error) {
 		for _, node := range f.Nodes {
 			data, ok := node.Data.(*nodeFusedDense)
 			if node.OpType != compute.OpTypeFusedDense || !ok || data.batchSize != 1 ||
-				node.Shape.DType != dtypes.Float32 || node.Shape.IsDynamic() || data.dotNodeData.GatheredLHS != nil {
+				node.Shape.DType != dtypes.Float32 || node.Shape.IsDynamic() || data.dotNodeData.GatheredLHS != nil ||
+				!dot.FindRegisteredImplementation(data.layout, dtypes.Float32, dtypes.Float32).ReadsGatheredLHS(data.layout, dtypes.Float32, dtypes.Float32) {
 				continue
 			}
 			src, g := dot.GatheredInput(node.Inputs[0], uses, data.lhsCrossSize, data.contractingSize)
