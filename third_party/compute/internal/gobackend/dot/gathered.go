@@ -36,6 +36,17 @@ func Materialize[T any](g *GatheredLHS, src, dst []T) {
 	}
 }
 
+// WithLHSLaidOut returns, for an implementation that reads only plain LHSs,
+// the [m, k] matrix d.GatheredLHS describes over lhs, laid out, and a copy of
+// d without it.
+func WithLHSLaidOut[T any](d *NodeData, lhs []T, m, k int) ([]T, *NodeData) {
+	plain := make([]T, m*k)
+	Materialize(d.GatheredLHS, lhs, plain)
+	data := *d
+	data.GatheredLHS = nil
+	return plain, &data
+}
+
 // gatheredLHSReaders holds the implementations that read a GatheredLHS
 // themselves; any other is given the materialized matrix.
 var gatheredLHSReaders = map[ImplementationKey]string{}

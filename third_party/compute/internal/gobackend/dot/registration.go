@@ -143,14 +143,8 @@ func CallRegisteredImplementation(
 
 	lhsFlat, rhsFlat, outputFlat := lhs.Flat, rhs.Flat, output.Flat
 	if params.GatheredLHS != nil && !implementation.ReadsGatheredLHS(params.Layout, params.InputDType, params.OutputDType) {
-		// This implementation reads a plain LHS: lay the gathered one out
-		// (only float32 LHSs are gathered).
-		m := make([]float32, batchSize*lhsCrossSize*contractingSize)
-		Materialize(params.GatheredLHS, lhsFlat.([]float32), m)
-		lhsFlat = m
-		plain := *params
-		plain.GatheredLHS = nil
-		params = &plain
+		// This implementation reads a plain LHS (only float32 LHSs are gathered).
+		lhsFlat, params = WithLHSLaidOut(params, lhsFlat.([]float32), batchSize*lhsCrossSize, contractingSize)
 	}
 	implFnAny := implementation.implFn
 	callFnAny, err := callImplementationDTypePairMap.Get(params.InputDType, params.OutputDType)

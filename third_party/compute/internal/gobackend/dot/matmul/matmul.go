@@ -102,13 +102,8 @@ func ExecuteWithEpilogue[I, O interface {
 			layout, inDType, outDType)
 	}
 	if nodeData != nil && nodeData.GatheredLHS != nil && !reg.ReadsGatheredLHS(layout, inDType, outDType) {
-		// This implementation reads a plain LHS: lay the gathered one out.
-		m := make([]I, batchSize*lhsCrossSize*contractingSize)
-		dot.Materialize(nodeData.GatheredLHS, lhs, m)
-		lhs = m
-		plain := *nodeData
-		plain.GatheredLHS = nil
-		nodeData = &plain
+		// This implementation reads a plain LHS.
+		lhs, nodeData = dot.WithLHSLaidOut(nodeData, lhs, batchSize*lhsCrossSize, contractingSize)
 	}
 	implFn(backend, layout, lhs, rhs, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, output, nodeData)
 
