@@ -63,6 +63,12 @@ type NodeData struct {
 	// GatheredLHS, if set, says the lhs buffer is the source of a gathered
 	// LHS (see GatheredLHS), not the LHS itself.
 	GatheredLHS *GatheredLHS
+
+	// Epilogue, set for one call (on a copy of the node's data) of an
+	// implementation with AppliesEpilogue, is applied by it to rows [row,
+	// row+rows) and columns [col, col+cols) of each output matrix (row
+	// stride: its columns) once their sums are final.
+	Epilogue func(out []float32, stride, row, rows, col, cols int)
 }
 
 // SetSizes computes and sets the internal sizes (BatchSize, LHSCrossSize, RHSCrossSize, ContractingSize)

@@ -47,25 +47,6 @@ func WithLHSLaidOut[T any](d *NodeData, lhs []T, m, k int) ([]T, *NodeData) {
 	return plain, &data
 }
 
-// gatheredLHSReaders holds the implementations that read a GatheredLHS
-// themselves; any other is given the materialized matrix.
-var gatheredLHSReaders = map[ImplementationKey]string{}
-
-// RegisterGatheredLHSReader records that the implementation registered
-// under name for this key reads a GatheredLHS (NodeData.GatheredLHS) itself.
-//
-// This should only be called during initialization.
-func RegisterGatheredLHSReader(name string, layout Layout, inputDType, outputDType dtypes.DType) {
-	gatheredLHSReaders[ImplementationKey{Layout: layout, InputDType: inputDType, OutputDType: outputDType}] = name
-}
-
-// ReadsGatheredLHS tells whether r, registered for key, reads a GatheredLHS
-// itself.
-func (r *ImplementationRegistration) ReadsGatheredLHS(layout Layout, inputDType, outputDType dtypes.DType) bool {
-	name, ok := gatheredLHSReaders[ImplementationKey{Layout: layout, InputDType: inputDType, OutputDType: outputDType}]
-	return ok && r != nil && r.name == name
-}
-
 // gatheredLHSFusion lets a float32 DotGeneral without batch axes read its lhs
 // straight from a Gather of contiguous slices (see GatheredInput), where its
 // implementation reads gathered LHSs.
@@ -81,7 +62,7 @@ func (gatheredLHSFusion) Apply(b *gobackend.Builder) (bool, error) {
 			if node.OpType != compute.OpTypeDotGeneral || !ok || data.GatheredLHS != nil || data.BatchSize != 1 ||
 				data.InputDType != dtypes.Float32 || data.OutputDType != dtypes.Float32 || node.Shape.IsDynamic() ||
 				len(data.LHSBatchAxes) != 0 || !slices.Equal(data.LHSContractingAxes, []int{node.Inputs[0].Shape.Rank() - 1}) ||
-				!data.implementation.ReadsGatheredLHS(data.Layout, dtypes.Float32, dtypes.Float32) {
+				!data.implementation.Has(ReadsGatheredLHS, data.Layout, dtypes.Float32, dtypes.Float32) {
 				continue
 			}
 			src, g := GatheredInput(node.Inputs[0], uses, data.LHSCrossSize, data.ContractingSize)

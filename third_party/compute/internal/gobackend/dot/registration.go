@@ -142,7 +142,7 @@ func CallRegisteredImplementation(
 	contractingSize := params.ContractingSize
 
 	lhsFlat, rhsFlat, outputFlat := lhs.Flat, rhs.Flat, output.Flat
-	if params.GatheredLHS != nil && !implementation.ReadsGatheredLHS(params.Layout, params.InputDType, params.OutputDType) {
+	if params.GatheredLHS != nil && !implementation.Has(ReadsGatheredLHS, params.Layout, params.InputDType, params.OutputDType) {
 		// This implementation reads a plain LHS (only float32 LHSs are gathered).
 		lhsFlat, params = WithLHSLaidOut(params, lhsFlat.([]float32), batchSize*lhsCrossSize, contractingSize)
 	}

@@ -20,6 +20,30 @@ type Epilogue[T any] struct {
 	// Activation is an optional in-place activation function applied to a row or slice.
 	// Matmul remains completely agnostic to the specific activation implementation.
 	Activation func(data []T)
+
+	// Elementwise says Activation acts on each element alone, so that it can
+	// be applied to any part of a row (an implementation with
+	// dot.AppliesEpilogue applies it block by block).
+	Elementwise bool
+}
+
+// applyBlock applies e to rows [row, row+rows) and columns [col, col+cols)
+// of out (row stride: stride): the same operations on each element as
+// ApplyEpilogue.
+func (e Epilogue[T]) applyBlock(out []T, stride, row, rows, col, cols int) {
+	bias := e.Bias
+	if len(bias) > 0 {
+		bias = bias[col : col+cols]
+	}
+	for r := row; r < row+rows; r++ {
+		block := out[r*stride+col : r*stride+col+cols]
+		if len(bias) > 0 {
+			addBias(block, bias)
+		}
+		if e.Activation != nil {
+			e.Activation(block)
+		}
+	}
 }
 
 // HasWork returns true if the epilogue contains either a bias or an activation.

@@ -43,9 +43,11 @@ type CacheParams struct {
 	// Selected to make the panel fit into L2/L3 caches.
 	RHSPanelCrossSize int // Nc: L3 cols
 
-	// GatheredLHS is not a tuning parameter: set for one call, it says that
-	// call's lhs is the source of a gathered LHS (see dot.GatheredLHS).
+	// GatheredLHS and Epilogue are not tuning parameters: set for one call,
+	// they are that call's dot.NodeData.GatheredLHS (its lhs is the source of
+	// a gathered LHS) and dot.NodeData.Epilogue.
 	GatheredLHS *dot.GatheredLHS
+	Epilogue    func(out []float32, stride, row, rows, col, cols int)
 }
 
 var (
@@ -101,9 +103,17 @@ func ExecuteWithEpilogue[I, O interface {
 		return errors.Errorf("invalid implementation function type for layout=%s, input=%s, output=%s",
 			layout, inDType, outDType)
 	}
-	if nodeData != nil && nodeData.GatheredLHS != nil && !reg.ReadsGatheredLHS(layout, inDType, outDType) {
+	if nodeData != nil && nodeData.GatheredLHS != nil && !reg.Has(dot.ReadsGatheredLHS, layout, inDType, outDType) {
 		// This implementation reads a plain LHS.
 		lhs, nodeData = dot.WithLHSLaidOut(nodeData, lhs, batchSize*lhsCrossSize, contractingSize)
+	}
+	if e, ok := any(epilogue).(Epilogue[float32]); ok && e.HasWork() && e.Elementwise && nodeData != nil &&
+		reg.Has(dot.AppliesEpilogue, layout, inDType, outDType) {
+		// Applied block by block by the implementation, while each block is in cache.
+		withEpilogue := *nodeData
+		withEpilogue.Epilogue = e.applyBlock
+		nodeData = &withEpilogue
+		epilogue = Epilogue[O]{}
 	}
 	implFn(backend, layout, lhs, rhs, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, output, nodeData)
 

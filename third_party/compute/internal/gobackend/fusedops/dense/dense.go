@@ -177,8 +177,9 @@ func execFusedDense(backend *gobackend.Backend, node *gobackend.Node, inputs []*
 			}
 		}
 		epilogue := matmul.Epilogue[float32]{
-			Bias:       biasFlat,
-			Activation: actFn,
+			Bias:        biasFlat,
+			Activation:  actFn,
+			Elementwise: data.options.Activation.Type != compute.ActivationSwiGLU,
 		}
 
 		err = matmul.ExecuteWithEpilogue(

@@ -29,7 +29,7 @@ func (gatheredLHSFusion) Apply(b *gobackend.Builder) (bool, error) {
 			data, ok := node.Data.(*nodeFusedDense)
 			if node.OpType != compute.OpTypeFusedDense || !ok || data.batchSize != 1 ||
 				node.Shape.DType != dtypes.Float32 || node.Shape.IsDynamic() || data.dotNodeData.GatheredLHS != nil ||
-				!dot.FindRegisteredImplementation(data.layout, dtypes.Float32, dtypes.Float32).ReadsGatheredLHS(data.layout, dtypes.Float32, dtypes.Float32) {
+				!dot.FindRegisteredImplementation(data.layout, dtypes.Float32, dtypes.Float32).Has(dot.ReadsGatheredLHS, data.layout, dtypes.Float32, dtypes.Float32) {
 				continue
 			}
 			src, g := dot.GatheredInput(node.Inputs[0], uses, data.lhsCrossSize, data.contractingSize)

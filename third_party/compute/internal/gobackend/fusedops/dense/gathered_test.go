@@ -30,6 +30,7 @@ var convCases = []convCase{
 	{name: "3x3, 512 filters", n: 2, h: 8, w: 8, c: 80, k: 3, stride: 1, pad: 1, o: 512},
 	{name: "7x7 stride 2, three channels (runs of 21)", n: 10, h: 20, w: 20, c: 3, k: 7, stride: 2, pad: 3, o: 32},
 	{name: "1x1 stride 2", n: 12, h: 14, w: 14, c: 64, k: 1, stride: 2, pad: 0, o: 128},
+	{name: "16384 rows, 40 filters: output blocks through the packed output", n: 64, h: 16, w: 16, c: 8, k: 3, stride: 1, pad: 1, o: 40},
 	{name: "245 rows: a last strip of 5", n: 5, h: 7, w: 7, c: 32, k: 3, stride: 1, pad: 1, o: 64},
 	{name: "small product (small kernel)", n: 1, h: 3, w: 3, c: 2, k: 3, stride: 1, pad: 1, o: 4},
 	{name: "starts past the end are clamped", n: 16, h: 8, w: 8, c: 16, k: 3, stride: 1, pad: 0, o: 32, startPad: 1},
@@ -220,5 +221,39 @@ func TestGatheredLHS(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestBlockEpilogue checks that FusedDense's bias and ReLU applied block by
+// block inside the matmul (dot.AppliesEpilogue, the default implementation on
+// AVX-512) give bit for bit what the same product as a DotGeneral followed by
+// an Add and a Max gives, on every block shape the convolutions above make
+// (direct, accumulated and packed output blocks, partial strips).
+func TestBlockEpilogue(t *testing.T) {
+	backend := newTestBackend(t)
+	defer backend.Finalize()
+	for _, tc := range convCases {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(2, uint64(tc.k*1000+tc.w)))
+			randoms := func(n int) []float32 {
+				v := make([]float32, n)
+				for i := range v {
+					v[i] = float32(rng.NormFloat64())
+				}
+				return v
+			}
+			x := randoms(tc.n * tc.h * tc.w * tc.c)
+			w := randoms(tc.k * tc.k * tc.c * tc.o)
+			bias := randoms(tc.o)
+			fusedExec, _ := tc.build(t, backend, compute.OpTypeFusedDense, false, w, bias)
+			opsExec, _ := tc.build(t, backend, compute.OpTypeDotGeneral, true, w, bias)
+			got := tc.run(t, backend, fusedExec, x)
+			want := tc.run(t, backend, opsExec, x)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("element %d of %d: fused %g, ops apart %g", i, len(want), got[i], want[i])
+				}
+			}
+		})
 	}
 }

@@ -109,8 +109,8 @@ func RegisterAVX512ForTests() {
 func registerAVX512(forTests bool) {
 	dot.RegisterImplementation("simd:avx512", dot.LayoutNonTransposed, dtypes.Float32, dtypes.Float32, avx512RouterFloat32, matmul.PriorityAVX512, forTests)
 	dot.RegisterImplementation("simd:avx512", dot.LayoutTransposed, dtypes.Float32, dtypes.Float32, avx512RouterFloat32, matmul.PriorityAVX512, forTests)
-	dot.RegisterGatheredLHSReader("simd:avx512", dot.LayoutNonTransposed, dtypes.Float32, dtypes.Float32)
-	dot.RegisterGatheredLHSReader("simd:avx512", dot.LayoutTransposed, dtypes.Float32, dtypes.Float32)
+	dot.RegisterCapabilities("simd:avx512", dot.LayoutNonTransposed, dtypes.Float32, dtypes.Float32, dot.ReadsGatheredLHS|dot.AppliesEpilogue)
+	dot.RegisterCapabilities("simd:avx512", dot.LayoutTransposed, dtypes.Float32, dtypes.Float32, dot.ReadsGatheredLHS|dot.AppliesEpilogue)
 
 	dot.RegisterImplementation("simd:avx512", dot.LayoutNonTransposed, dtypes.BFloat16, dtypes.Float32, avx512RouterBFloat16, matmul.PriorityAVX512, forTests)
 	dot.RegisterImplementation("simd:avx512", dot.LayoutTransposed, dtypes.BFloat16, dtypes.Float32, avx512RouterBFloat16, matmul.PriorityAVX512, forTests)

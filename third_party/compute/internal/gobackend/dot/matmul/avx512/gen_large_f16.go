@@ -59,6 +59,9 @@ func avx512LargeFloat16( //alt:f16
 	//alt:f32 params.GatheredLHS = nodeData.GatheredLHS
 	//alt:f32 lhsBatchStride = len(lhs)                 // lhs is the gathered LHS's source, batchSize 1.
 	//alt:f32 }
+	//alt:f32 if nodeData != nil {
+	//alt:f32 params.Epilogue = nodeData.Epilogue
+	//alt:f32 }
 
 	numKPanels := (contractingSize + params.PanelContractingSize - 1) / params.PanelContractingSize
 	numColPanels := (rhsCrossSize + params.RHSPanelCrossSize - 1) / params.RHSPanelCrossSize
@@ -483,6 +486,10 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 						rhsCrossSize,
 						lhsPanelHeight, rhsPanelWidth)
 				}
+				//alt:f32 if params.Epilogue != nil && contractingPanelIdx+contractingPanelWidth == contractingSize && (canDirectOutput || !useAccum) {
+				//alt:f32 // The block's sums are final: the epilogue while it is in cache.
+				//alt:f32 params.Epilogue(outputMatrix, rhsCrossSize, lhsPanelRowIdx, lhsPanelHeight, rhsPanelColIdx, rhsPanelWidth)
+				//alt:f32 }
 				lhsPanelRowIdx += lhsPanelHeight
 			}
 		}
@@ -506,6 +513,9 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 						lhsPanelRowIdx, rhsPanelColIdx,
 						rhsCrossSize,
 						lhsPanelHeight, rhsPanelWidth)
+					//alt:f32 if params.Epilogue != nil {
+					//alt:f32 params.Epilogue(outputMatrix, rhsCrossSize, lhsPanelRowIdx, lhsPanelHeight, rhsPanelColIdx, rhsPanelWidth)
+					//alt:f32 }
 				}
 				lhsPanelRowIdx += lhsPanelHeight
 			}

@@ -62,6 +62,9 @@ func avx512RouterBFloat16( //alt:bf16
 			//alt:f16  avx512SmallFloat16Parallel(
 			//alt:f64  avx512SmallFloat64Parallel(
 			backend, layout, lhs, rhs, batchSize, lhsCrossSize, rhsCrossSize, contractingSize, output)
+		//alt:f32 if nodeData != nil && nodeData.Epilogue != nil {
+		//alt:f32 nodeData.Epilogue(output, rhsCrossSize, 0, batchSize*lhsCrossSize, 0, rhsCrossSize)
+		//alt:f32 }
 		return
 	}
 

@@ -54,6 +54,9 @@ func avx512LargeFloat32( //alt:f32
 		params.GatheredLHS = nodeData.GatheredLHS //alt:f32
 		lhsBatchStride = len(lhs)                 // lhs is the gathered LHS's source, batchSize 1. //alt:f32
 	} //alt:f32
+	if nodeData != nil { //alt:f32
+		params.Epilogue = nodeData.Epilogue //alt:f32
+	} //alt:f32
 
 	numKPanels := (contractingSize + params.PanelContractingSize - 1) / params.PanelContractingSize
 	numColPanels := (rhsCrossSize + params.RHSPanelCrossSize - 1) / params.RHSPanelCrossSize
@@ -477,6 +480,10 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 						rhsCrossSize,
 						lhsPanelHeight, rhsPanelWidth)
 				}
+				if params.Epilogue != nil && contractingPanelIdx+contractingPanelWidth == contractingSize && (canDirectOutput || !useAccum) { //alt:f32
+					// The block's sums are final: the epilogue while it is in cache. //alt:f32
+					params.Epilogue(outputMatrix, rhsCrossSize, lhsPanelRowIdx, lhsPanelHeight, rhsPanelColIdx, rhsPanelWidth) //alt:f32
+				} //alt:f32
 				lhsPanelRowIdx += lhsPanelHeight
 			}
 		}
@@ -500,6 +507,9 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 						lhsPanelRowIdx, rhsPanelColIdx,
 						rhsCrossSize,
 						lhsPanelHeight, rhsPanelWidth)
+					if params.Epilogue != nil { //alt:f32
+						params.Epilogue(outputMatrix, rhsCrossSize, lhsPanelRowIdx, lhsPanelHeight, rhsPanelColIdx, rhsPanelWidth) //alt:f32
+					} //alt:f32
 				}
 				lhsPanelRowIdx += lhsPanelHeight
 			}
