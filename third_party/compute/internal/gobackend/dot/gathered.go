@@ -59,7 +59,8 @@ func (gatheredLHSFusion) Apply(b *gobackend.Builder) (bool, error) {
 	for _, f := range b.Functions {
 		for _, node := range f.Nodes {
 			data, ok := node.Data.(*NodeData)
-			if node.OpType != compute.OpTypeDotGeneral || !ok || data.GatheredLHS != nil || data.BatchSize != 1 ||
+			// A constant lhs is packed once into a cache, from the matrix itself.
+			if node.OpType != compute.OpTypeDotGeneral || !ok || data.GatheredLHS != nil || data.PackedLHSCache != nil || data.BatchSize != 1 ||
 				data.InputDType != dtypes.Float32 || data.OutputDType != dtypes.Float32 || node.Shape.IsDynamic() ||
 				len(data.LHSBatchAxes) != 0 || !slices.Equal(data.LHSContractingAxes, []int{node.Inputs[0].Shape.Rank() - 1}) ||
 				!data.implementation.Has(ReadsGatheredLHS, data.Layout, dtypes.Float32, dtypes.Float32) {

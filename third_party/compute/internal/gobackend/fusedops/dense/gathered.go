@@ -27,7 +27,8 @@ func (gatheredLHSFusion) Apply(b *gobackend.Builder) (bool, error) {
 	for _, f := range b.Functions {
 		for _, node := range f.Nodes {
 			data, ok := node.Data.(*nodeFusedDense)
-			if node.OpType != compute.OpTypeFusedDense || !ok || data.batchSize != 1 ||
+			// A constant input is packed once into a cache, from the matrix itself.
+			if node.OpType != compute.OpTypeFusedDense || !ok || data.batchSize != 1 || data.dotNodeData.PackedLHSCache != nil ||
 				node.Shape.DType != dtypes.Float32 || node.Shape.IsDynamic() || data.dotNodeData.GatheredLHS != nil ||
 				!dot.FindRegisteredImplementation(data.layout, dtypes.Float32, dtypes.Float32).Has(dot.ReadsGatheredLHS, data.layout, dtypes.Float32, dtypes.Float32) {
 				continue

@@ -20,7 +20,8 @@ type convCase struct {
 	name                       string
 	n, h, w, c, k, stride, pad int
 	o                          int
-	startPad                   int // the padding the gather's indices assume (>= pad: starts past the end, clamped)
+	constant                   []float32 // x as a constant instead of a parameter
+	startPad                   int       // the padding the gather's indices assume (>= pad: starts past the end, clamped)
 }
 
 var convCases = []convCase{
@@ -56,7 +57,12 @@ func (tc convCase) build(t *testing.T, backend compute.Backend, op compute.OpTyp
 	ho, wo := tc.out()
 	builder := backend.Builder(tc.name).(*gobackend.Builder)
 	f := builder.Main().(*gobackend.Function)
-	x := must(f.Parameter("x", shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.c), nil))
+	var x compute.Value
+	if tc.constant != nil {
+		x = must(f.Constant(tc.constant, tc.n, tc.h, tc.w, tc.c))
+	} else {
+		x = must(f.Parameter("x", shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.c), nil))
+	}
 	if tc.pad > 0 {
 		p := compute.PadAxis{Start: tc.pad, End: tc.pad}
 		x = must(f.Pad(x, must(f.Constant([]float32{0})), compute.PadAxis{}, p, p, compute.PadAxis{}))
@@ -134,11 +140,15 @@ func (tc convCase) reference(x, w, bias []float32) []float64 {
 
 func (tc convCase) run(t *testing.T, backend compute.Backend, exec compute.Executable, x []float32) []float32 {
 	t.Helper()
-	xb, err := backend.BufferFromFlatData(0, x, shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.c))
-	if err != nil {
-		t.Fatal(err)
+	var inputs []compute.Buffer
+	if tc.constant == nil {
+		xb, err := backend.BufferFromFlatData(0, x, shapes.Make(dtypes.Float32, tc.n, tc.h, tc.w, tc.c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, xb)
 	}
-	outs, err := exec.Execute([]compute.Buffer{xb}, nil, 0)
+	outs, err := exec.Execute(inputs, nil, 0)
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
@@ -255,5 +265,37 @@ func TestBlockEpilogue(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGatheredLHSConstant checks that a product whose gathered input is a
+// constant is left alone: it is packed once into a cache from the matrix.
+func TestGatheredLHSConstant(t *testing.T) {
+	backend := newTestBackend(t)
+	defer backend.Finalize()
+	tc := convCases[1]
+	rng := rand.New(rand.NewPCG(3, 3))
+	randoms := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	x := randoms(tc.n * tc.h * tc.w * tc.c)
+	w := randoms(tc.k * tc.k * tc.c * tc.o)
+	bias := randoms(tc.o)
+	tc.constant = x
+	for _, op := range []compute.OpType{compute.OpTypeFusedDense, compute.OpTypeDotGeneral} {
+		exec, product := tc.build(t, backend, op, false, w, bias)
+		if g := product.Inputs[0]; g.OpType != compute.OpTypeReshape {
+			t.Fatalf("%s on a constant: reads %s, want the gathered matrix", op, g.OpType)
+		}
+		got := tc.run(t, backend, exec, nil)
+		for i, r := range tc.reference(x, w, bias) {
+			if math.Abs(float64(got[i])-r) > 1e-4*(1+math.Abs(r)) {
+				t.Fatalf("%s element %d: %g, direct convolution %g", op, i, got[i], r)
+			}
+		}
 	}
 }
