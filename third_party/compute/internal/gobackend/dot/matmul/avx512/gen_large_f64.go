@@ -55,12 +55,11 @@ func avx512LargeFloat64( //alt:f64
 	lhsBatchStride := lhsCrossSize * contractingSize
 	rhsBatchStride := rhsCrossSize * contractingSize
 	outputBatchStride := lhsCrossSize * rhsCrossSize
-	//alt:f32 if nodeData != nil && nodeData.GatheredLHS != nil {
-	//alt:f32 params.GatheredLHS = nodeData.GatheredLHS
-	//alt:f32 lhsBatchStride = len(lhs)                 // lhs is the gathered LHS's source, batchSize 1.
-	//alt:f32 }
 	//alt:f32 if nodeData != nil {
-	//alt:f32 params.Epilogue = nodeData.Epilogue
+	//alt:f32 params.GatheredLHS, params.Epilogue = nodeData.GatheredLHS, nodeData.Epilogue
+	//alt:f32 if params.GatheredLHS != nil {
+	//alt:f32 lhsBatchStride = len(lhs) // lhs is the gathered LHS's source, batchSize 1.
+	//alt:f32 }
 	//alt:f32 }
 
 	numKPanels := (contractingSize + params.PanelContractingSize - 1) / params.PanelContractingSize

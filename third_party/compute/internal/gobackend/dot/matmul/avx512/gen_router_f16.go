@@ -40,9 +40,7 @@ func avx512RouterFloat16( //alt:f16
 	useSmallVariant := !matmul.ForceLargeVariant && (matmul.ForceSmallVariant || flops < matmul.SmallMatMulSizeThreshold)
 	//alt:f32 if useSmallVariant && nodeData != nil && nodeData.GatheredLHS != nil {
 	//alt:f32 // Only the large variant reads a gathered LHS.
-	//alt:f32 plain := make([]float32, lhsCrossSize*contractingSize)
-	//alt:f32 dot.Materialize(nodeData.GatheredLHS, lhs, plain)
-	//alt:f32 lhs = plain
+	//alt:f32 lhs, nodeData = dot.WithLHSLaidOut(nodeData, lhs, batchSize*lhsCrossSize, contractingSize)
 	//alt:f32 }
 	if klog.V(1).Enabled() {
 		variant := "large (avx512)"
