@@ -17,6 +17,12 @@ type Epilogue[T any] struct {
 	// If non-nil and non-empty, Bias is added to each output row.
 	Bias []T
 
+	// Residual, if non-empty, has the output's size and layout and is added
+	// to it after Bias, before Activation: a residual connection,
+	// activation(x·W + bias + residual), as ResNet ends a block. Only with
+	// batch size 1 (blocks are indexed within one output matrix).
+	Residual []T
+
 	// Activation is an optional in-place activation function applied to a row or slice.
 	// Matmul remains completely agnostic to the specific activation implementation.
 	Activation func(data []T)
@@ -36,9 +42,13 @@ func (e Epilogue[T]) applyBlock(out []T, stride, row, rows, col, cols int) {
 		bias = bias[col : col+cols]
 	}
 	for r := row; r < row+rows; r++ {
-		block := out[r*stride+col : r*stride+col+cols]
+		lo := r*stride + col
+		block := out[lo : lo+cols]
 		if len(bias) > 0 {
 			addBias(block, bias)
+		}
+		if len(e.Residual) > 0 {
+			addBias(block, e.Residual[lo:lo+cols]) // an elementwise sum, as the bias's
 		}
 		if e.Activation != nil {
 			e.Activation(block)
@@ -46,9 +56,9 @@ func (e Epilogue[T]) applyBlock(out []T, stride, row, rows, col, cols int) {
 	}
 }
 
-// HasWork returns true if the epilogue contains either a bias or an activation.
+// HasWork returns true if the epilogue contains a bias, a residual or an activation.
 func (e Epilogue[T]) HasWork() bool {
-	return len(e.Bias) > 0 || e.Activation != nil
+	return len(e.Bias) > 0 || len(e.Residual) > 0 || e.Activation != nil
 }
 
 // ApplyEpilogue applies the epilogue across output.
@@ -68,10 +78,11 @@ func ApplyEpilogue[T any](
 	rowSize := rhsCrossSize
 	bias := epilogue.Bias
 	hasBias := len(bias) > 0
+	residual := epilogue.Residual
 	act := epilogue.Activation
 
 	// Fast path: No bias, only activation. We can apply activation on the whole buffer or in chunks.
-	if !hasBias && act != nil {
+	if !hasBias && len(residual) == 0 && act != nil {
 		if backend != nil && backend.Workers != nil && backend.Workers.IsEnabled() && len(output) > 32768 {
 			numWorkers := backend.Workers.AdjustedMaxParallelism()
 			targetChunks := max(1, numWorkers*2)
@@ -93,13 +104,18 @@ func ApplyEpilogue[T any](
 		return
 	}
 
-	// Path with bias (and optional activation): Process row-by-row so each row
+	// Path with bias or residual (and optional activation): Process row-by-row so each row
 	// is modified and activated while resident in L1 cache.
 	applyRows := func(rStart, rEnd int) {
 		for r := rStart; r < rEnd; r++ {
 			rowOffset := r * rowSize
 			row := output[rowOffset : rowOffset+rowSize]
-			addBias(row, bias)
+			if hasBias {
+				addBias(row, bias)
+			}
+			if len(residual) > 0 {
+				addBias(row, residual[rowOffset:rowOffset+rowSize])
+			}
 			if act != nil {
 				act(row)
 			}

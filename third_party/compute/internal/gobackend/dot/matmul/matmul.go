@@ -98,6 +98,10 @@ func ExecuteWithEpilogue[I, O interface {
 			layout, inDType, outDType)
 	}
 
+	if len(epilogue.Residual) > 0 && (batchSize != 1 || len(epilogue.Residual) != len(output)) {
+		return errors.Errorf("matmul epilogue: a residual of %d values for %d outputs in %d batches (want one batch, the output's size)",
+			len(epilogue.Residual), len(output), batchSize)
+	}
 	implFn, ok := reg.ImplFn().(dot.DotGeneralExecFn[I, O])
 	if !ok {
 		return errors.Errorf("invalid implementation function type for layout=%s, input=%s, output=%s",

@@ -29,6 +29,9 @@ type nodeFusedDense struct {
 	rhsCrossSize    int
 	contractingSize int
 	dotNodeData     *dot.NodeData
+	// residual: the node's last input is added to the output before the
+	// activation (set by residualFusion; float32 only).
+	residual bool
 }
 
 func (d *nodeFusedDense) EqualNodeData(other gobackend.NodeDataComparable) bool {
@@ -38,7 +41,8 @@ func (d *nodeFusedDense) EqualNodeData(other gobackend.NodeDataComparable) bool 
 		d.batchSize == o.batchSize &&
 		d.lhsCrossSize == o.lhsCrossSize &&
 		d.rhsCrossSize == o.rhsCrossSize &&
-		d.contractingSize == o.contractingSize
+		d.contractingSize == o.contractingSize &&
+		d.residual == o.residual
 }
 
 // Recompute implements gobackend.RecomputableNodeData for nodeFusedDense.
@@ -53,6 +57,7 @@ func (d *nodeFusedDense) Recompute(backend *gobackend.Backend, resolvedNodes []*
 		rhsCrossSize:    d.rhsCrossSize,
 		contractingSize: d.contractingSize,
 		dotNodeData:     d.dotNodeData,
+		residual:        d.residual,
 	}
 	return newData, nil
 }
@@ -138,16 +143,22 @@ func FusedDense(f *gobackend.Function, x, weight, bias compute.Value, options co
 	return node, nil
 }
 
-// execFusedDense executes y = activation(x @ W + bias).
+// execFusedDense executes y = activation(x @ W + bias [+ residual]).
 func execFusedDense(backend *gobackend.Backend, node *gobackend.Node, inputs []*gobackend.Buffer, _ []bool) (*gobackend.Buffer, error) {
 	x := inputs[0]
 	weight := inputs[1]
-	var bias *gobackend.Buffer
-	if len(inputs) > 2 {
-		bias = inputs[2]
-	}
-
 	data := node.Data.(*nodeFusedDense)
+	var bias, residual *gobackend.Buffer
+	rest := inputs[2:]
+	if data.residual {
+		residual, rest = rest[len(rest)-1], rest[:len(rest)-1]
+		if node.Shape.DType != dtypes.Float32 {
+			return nil, errors.Wrapf(compute.ErrNotImplemented, "FusedDense: a residual input for %s", node.Shape.DType)
+		}
+	}
+	if len(rest) > 0 {
+		bias = rest[0]
+	}
 
 	output, err := backend.GetBuffer(node.Shape)
 	if err != nil {
@@ -180,6 +191,9 @@ func execFusedDense(backend *gobackend.Backend, node *gobackend.Node, inputs []*
 			Bias:        biasFlat,
 			Activation:  actFn,
 			Elementwise: data.options.Activation.Type != compute.ActivationSwiGLU,
+		}
+		if residual != nil {
+			epilogue.Residual = residual.Flat.([]float32)
 		}
 
 		err = matmul.ExecuteWithEpilogue(

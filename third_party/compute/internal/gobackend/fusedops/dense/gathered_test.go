@@ -42,21 +42,25 @@ func (tc convCase) out() (ho, wo int) {
 	return (tc.h+2*p-tc.k)/tc.stride + 1, (tc.w+2*p-tc.k)/tc.stride + 1
 }
 
-// build compiles the convolution, its product a FusedDense or a DotGeneral
-// (op); with keepGather the Gather is also an output, so it has a second use
-// and must not be fused. It returns the executable and the product's node.
-func (tc convCase) build(t *testing.T, backend compute.Backend, op compute.OpType, keepGather bool, w, bias []float32) (compute.Executable, *gobackend.Node) {
-	t.Helper()
-	must := func(v compute.Value, err error) compute.Value {
+// must fails t on an error building a graph.
+func must(t *testing.T) func(compute.Value, error) compute.Value {
+	return func(v compute.Value, err error) compute.Value {
 		t.Helper()
 		if err != nil {
 			t.Fatalf("%+v", err)
 		}
 		return v
 	}
+}
+
+// patches starts the convolution's graph in a new builder: x (a parameter,
+// or tc.constant), padded, gathered and reshaped to [pixels, k·k·c].
+func (tc convCase) patches(t *testing.T, backend compute.Backend) (builder *gobackend.Builder, f *gobackend.Function, patches, gather compute.Value) {
+	t.Helper()
+	must := must(t)
 	ho, wo := tc.out()
-	builder := backend.Builder(tc.name).(*gobackend.Builder)
-	f := builder.Main().(*gobackend.Function)
+	builder = backend.Builder(tc.name).(*gobackend.Builder)
+	f = builder.Main().(*gobackend.Function)
 	var x compute.Value
 	if tc.constant != nil {
 		x = must(f.Constant(tc.constant, tc.n, tc.h, tc.w, tc.c))
@@ -78,9 +82,31 @@ func (tc convCase) build(t *testing.T, backend compute.Backend, op compute.OpTyp
 		}
 	}
 	start := must(f.Constant(idx, len(idx)/3, 3))
-	gather := must(f.Gather(x, start, 1, []int{1, 2, 3, 4}, nil, []int{0, 1, 2}, []int{1, 1, tc.k, tc.c}, true))
-	m, kk := tc.n*ho*wo, tc.k*tc.k*tc.c
-	patches := must(f.Reshape(gather, m, kk))
+	gather = must(f.Gather(x, start, 1, []int{1, 2, 3, 4}, nil, []int{0, 1, 2}, []int{1, 1, tc.k, tc.c}, true))
+	return builder, f, must(f.Reshape(gather, tc.n*ho*wo, tc.k*tc.k*tc.c)), gather
+}
+
+// compile returns outs from f and compiles the builder.
+func compile(t *testing.T, builder *gobackend.Builder, f *gobackend.Function, outs ...compute.Value) compute.Executable {
+	t.Helper()
+	if err := f.Return(outs, nil); err != nil {
+		t.Fatal(err)
+	}
+	exec, err := builder.Compile()
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	return exec
+}
+
+// build compiles the convolution, its product a FusedDense or a DotGeneral
+// (op); with keepGather the Gather is also an output, so it has a second use
+// and must not be fused. It returns the executable and the product's node.
+func (tc convCase) build(t *testing.T, backend compute.Backend, op compute.OpType, keepGather bool, w, bias []float32) (compute.Executable, *gobackend.Node) {
+	t.Helper()
+	must := must(t)
+	builder, f, patches, gather := tc.patches(t, backend)
+	m, kk := patches.(*gobackend.Node).Shape.Dimensions[0], tc.k*tc.k*tc.c
 	wc := must(f.Constant(w, kk, tc.o))
 	bc := must(f.Constant(bias, tc.o))
 	var y, product compute.Value
@@ -100,18 +126,17 @@ func (tc convCase) build(t *testing.T, backend compute.Backend, op compute.OpTyp
 	if keepGather {
 		outs = append(outs, gather)
 	}
-	if err := f.Return(outs, nil); err != nil {
-		t.Fatal(err)
-	}
-	exec, err := builder.Compile()
-	if err != nil {
-		t.Fatalf("%+v", err)
-	}
-	return exec, product.(*gobackend.Node)
+	return compile(t, builder, f, outs...), product.(*gobackend.Node)
 }
 
 // reference is the convolution in float64, straight from its definition.
 func (tc convCase) reference(x, w, bias []float32) []float64 {
+	return tc.referenceResidual(x, w, bias, nil)
+}
+
+// referenceResidual is reference with residual (nil: none, else one value
+// per output) added before the ReLU.
+func (tc convCase) referenceResidual(x, w, bias, residual []float32) []float64 {
 	ho, wo := tc.out()
 	out := make([]float64, 0, tc.n*ho*wo*tc.o)
 	for b := range tc.n {
@@ -129,6 +154,9 @@ func (tc convCase) reference(x, w, bias []float32) []float64 {
 								sum += float64(x[((b*tc.h+r)*tc.w+c)*tc.c+ch]) * float64(w[((i*tc.k+j)*tc.c+ch)*tc.o+o])
 							}
 						}
+					}
+					if residual != nil {
+						sum += float64(residual[len(out)])
 					}
 					out = append(out, max(sum, 0))
 				}
