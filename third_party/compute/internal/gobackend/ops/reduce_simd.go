@@ -4308,6 +4308,8 @@ func dispatchReduceMaxSIMD(operand, output *gobackend.Buffer, cfg ReduceConfig, 
 			simdReduceLeadingMaxFloat32(in, out, cfg.A, cfg.B)
 		case ReduceTrailing:
 			simdReduceTrailingMaxFloat32(in, out, cfg.A, cfg.B, dtype)
+		case ReduceMiddle:
+			simdReduceMiddleMaxFloat32(in, out, cfg.A, cfg.B, cfg.C)
 		default:
 			return gobackend.ErrFallback
 		}
@@ -4453,7 +4455,7 @@ func execReduceMaxSIMD(backend *gobackend.Backend, node *gobackend.Node, inputs 
 		}
 		cfg = DetermineReduceConfig(inputs[0].RawShape, reduceAxes)
 	}
-	if !node.IsExecutorCached() && !canExecuteReduceSIMD(cfg, dtype, supportedReduceDTypes) {
+	if !node.IsExecutorCached() && !canExecuteReduceSIMD(cfg, dtype, supportedReduceDTypes) && !isMiddleMaxFloat32(cfg, dtype) {
 		return nil, gobackend.ErrFallback
 	}
 	operand, output, cfg, err := PrepareReduceBuffers(backend, node, inputs)
