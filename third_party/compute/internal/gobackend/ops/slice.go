@@ -174,6 +174,30 @@ func execSliceGeneric[T gobackend.SupportedTypesConstraints](operand, output *go
 		operandFlatIdx += start * operandFlatStrides[axis]
 	}
 
+	// The innermost axes with stride 1 whose values are contiguous in both
+	// (every axis inside them taken whole) are copied as one run: a padded
+	// gradient cut back to the image (Pad's VJP) is runs of a row each.
+	inner, runLen := rank, 1
+	for inner > 0 && params.strides[inner-1] == 1 && (inner == rank || outputDimensions[inner] == operand.RawShape.Dimensions[inner]) {
+		inner--
+		runLen *= outputDimensions[inner]
+	}
+	if runLen >= 16 {
+		for outputFlatIdx := 0; outputFlatIdx < len(outputFlat); outputFlatIdx += runLen {
+			copy(outputFlat[outputFlatIdx:outputFlatIdx+runLen], operandFlat[operandFlatIdx:operandFlatIdx+runLen])
+			for axis := inner - 1; axis >= 0; axis-- {
+				outputAxisIdxs[axis]++
+				if outputAxisIdxs[axis] < outputDimensions[axis] {
+					operandFlatIdx += params.strides[axis] * operandFlatStrides[axis]
+					break
+				}
+				operandFlatIdx -= (outputDimensions[axis] - 1) * params.strides[axis] * operandFlatStrides[axis]
+				outputAxisIdxs[axis] = 0
+			}
+		}
+		return
+	}
+
 	for outputFlatIdx := 0; outputFlatIdx < len(outputFlat); outputFlatIdx++ {
 		// Copy value at current position.
 		outputFlat[outputFlatIdx] = operandFlat[operandFlatIdx]
