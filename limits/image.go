@@ -14,13 +14,20 @@ import (
 // expands at most 1032:1 and a decoded pixel is at most 8 times its raw
 // bits (a 1-bit pixel becomes a byte), so decoded bytes ≤ 8×1032 per file
 // byte. JPEG: every 8×8 block of every component costs at least one
-// Huffman-coded bit, so at most 8×64 pixels per file byte. Real files are
-// orders of magnitude below both (a 4K photo is about 3 pixels per byte).
+// Huffman-coded bit, so at most 8×64 pixels per file byte — counted over
+// the image padded to whole MCUs (up to 32×32 pixels with 4× chroma
+// subsampling), which is what the decoder allocates: a 1-pixel-wide jpeg
+// costs as much as a 32-pixel-wide one. Real files are orders of magnitude
+// below both (a 4K photo is about 3 pixels per byte).
 const (
 	pngDecodedPerByte = 8 * 1032
 	jpegPixelsPerByte = 8 * 64
 	slack             = 1 << 16 // tiny files: headers and chunk framing
+	jpegMaxMCU        = 32      // the largest MCU side: 8 pixels × a sampling factor of 4
 )
+
+// roundUp is x rounded up to a multiple of m.
+func roundUp(x, m int64) int64 { return (x + m - 1) / m * m }
 
 // DecodeImage decodes a PNG or JPEG file after checking, from its header
 // alone, that width×height is within ImagePixels and within what the
@@ -78,10 +85,12 @@ func imageConfig(r io.ReaderAt, size int64, name string) (image.Config, error) {
 	}
 	n := min(size, 1<<40) // keeps the products below in range
 	most := n*jpegPixelsPerByte + slack
+	decoded := roundUp(w, jpegMaxMCU) * roundUp(h, jpegMaxMCU)
 	if format == "png" {
 		most = (n*pngDecodedPerByte + slack) / bytesPerPixel(cfg.ColorModel)
+		decoded = pixels
 	}
-	if pixels > most {
+	if decoded > most {
 		return cfg, fmt.Errorf("%s: header says %d×%d pixels, more than a %d-byte %s file can hold (truncated or corrupt)",
 			name, w, h, size, format)
 	}

@@ -112,6 +112,8 @@ func TestDecodeImageRefuses(t *testing.T) {
 		{"lying png", pngHeader(6000, 6000, 8, 2, nil), "", "header says 6000×6000 pixels, more than a 33-byte png file can hold"},
 		{"lying 1-bit png", pngHeader(6000, 6000, 1, 0, make([]byte, 100)), "", "more than a 133-byte png file can hold"},
 		{"lying jpeg", jpegHeader(2000, 2000), "", "header says 2000×2000 pixels, more than a 25-byte jpeg file can hold"},
+		// Decoded in whole MCUs: 64,000 pixels in a column cost 32 columns' worth.
+		{"lying thin jpeg", jpegHeader(1, 64000), "", "header says 1×64000 pixels, more than a 25-byte jpeg file can hold"},
 		{"zero width", pngHeader(0, 5, 8, 2, nil), "", "not a readable PNG or JPEG image"},
 		{"truncated png", rgb[:len(rgb)/2], "", "not a readable PNG or JPEG image: png: invalid format: not enough pixel data"},
 		{"empty", nil, "", "not a readable PNG or JPEG image"},
