@@ -29,41 +29,18 @@ func TestLessOrEqualScalar(t *testing.T) {
 						x[i] = float32(rng.NormFloat64())
 					}
 				}
-				builder := backend.Builder("LessOrEqual").(*gobackend.Builder)
-				f := builder.Main().(*gobackend.Function)
 				shape := shapes.Make(dtypes.Float32, n)
-				xn, err := f.Parameter("x", shape, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				cn, err := f.Constant([]float32{c})
-				if err != nil {
-					t.Fatal(err)
-				}
-				operands := []compute.Value{xn, cn}
-				if scalarLeft {
-					operands = []compute.Value{cn, xn}
-				}
-				y, err := f.LessOrEqual(operands[0], operands[1])
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := f.Return([]compute.Value{y}, nil); err != nil {
-					t.Fatal(err)
-				}
-				exec, err := builder.Compile()
-				if err != nil {
-					t.Fatalf("%+v", err)
-				}
-				xb, err := backend.BufferFromFlatData(0, x, shape)
-				if err != nil {
-					t.Fatal(err)
-				}
-				outs, err := exec.Execute([]compute.Buffer{xb}, nil, 0)
-				if err != nil {
-					t.Fatalf("%+v", err)
-				}
-				got := outs[0].(*gobackend.Buffer).Flat.([]bool)
+				exec := compileOnX(t, "LessOrEqual", shape, func(f *gobackend.Function, xn compute.Value) (compute.Value, error) {
+					cn, err := f.Constant([]float32{c})
+					if err != nil {
+						return nil, err
+					}
+					if scalarLeft {
+						return f.LessOrEqual(cn, xn)
+					}
+					return f.LessOrEqual(xn, cn)
+				})
+				got := runOnX[bool](t, exec, shape, x)
 				for i, v := range x {
 					want := v <= c
 					if scalarLeft {

@@ -221,11 +221,11 @@ func padWithConcreteConfig(backend *gobackend.Backend, operand, fillValue *gobac
 			gapsOnly = false
 		}
 	}
-	if gapsOnly {
-		// Zeroed by copyND below.
-	} else if isZero {
-		// Fast path: just zero the output buffer
-		output.Zeros()
+	if isZero {
+		if !gapsOnly { // else copyND below zeroes the padding
+			// Fast path: just zero the output buffer
+			output.Zeros()
+		}
 	} else if len(outputBytes) > 0 {
 		// Fill output buffer with the repeated fill value
 		copy(outputBytes, fillValueBytes)

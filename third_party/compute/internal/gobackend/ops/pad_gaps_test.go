@@ -36,27 +36,13 @@ func TestPadZeroGaps(t *testing.T) {
 			outDims[a] = d + tc.pads[a].Start + tc.pads[a].End
 		}
 		outShape := shapes.Make(dtypes.Float32, outDims...)
-		builder := backend.Builder("PadZeroGaps")
-		f := builder.Main()
-		x, err := f.Parameter("x", shape, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zero, err := f.Constant([]float32{0})
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := f.Pad(x, zero, tc.pads...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Return([]compute.Value{y}, nil); err != nil {
-			t.Fatal(err)
-		}
-		exec, err := builder.Compile()
-		if err != nil {
-			t.Fatal(err)
-		}
+		exec := compileOnX(t, "PadZeroGaps", shape, func(f *gobackend.Function, x compute.Value) (compute.Value, error) {
+			zero, err := f.Constant([]float32{0})
+			if err != nil {
+				return nil, err
+			}
+			return f.Pad(x, zero, tc.pads...)
+		})
 		for range 3 {
 			// Leave a buffer of the output's size full of NaNs in the pool.
 			dirty, err := backend.GetBuffer(outShape)
@@ -67,11 +53,7 @@ func TestPadZeroGaps(t *testing.T) {
 				dirty.Flat.([]float32)[i] = float32(math.NaN())
 			}
 			backend.PutBuffer(dirty)
-			outs, err := exec.Execute([]compute.Buffer{makeBuffer(t, shape, in)}, nil, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := outs[0].(*gobackend.Buffer).Flat.([]float32)
+			got := runOnX[float32](t, exec, shape, in)
 			idx := make([]int, len(outDims))
 			for i, v := range got {
 				src, inside := 0, true

@@ -44,33 +44,11 @@ func TestReduceMaxMiddle(t *testing.T) {
 				want[ai*c+ci] = m
 			}
 		}
-		builder := backend.Builder("ReduceMaxMiddle").(*gobackend.Builder)
-		f := builder.Main().(*gobackend.Function)
 		shape := shapes.Make(dtypes.Float32, a, b, c)
-		x, err := f.Parameter("x", shape, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := f.ReduceMax(x, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Return([]compute.Value{y}, nil); err != nil {
-			t.Fatal(err)
-		}
-		exec, err := builder.Compile()
-		if err != nil {
-			t.Fatalf("%+v", err)
-		}
-		xb, err := backend.BufferFromFlatData(0, in, shape)
-		if err != nil {
-			t.Fatal(err)
-		}
-		outs, err := exec.Execute([]compute.Buffer{xb}, nil, 0)
-		if err != nil {
-			t.Fatalf("%+v", err)
-		}
-		got := outs[0].(*gobackend.Buffer).Flat.([]float32)
+		exec := compileOnX(t, "ReduceMaxMiddle", shape, func(f *gobackend.Function, x compute.Value) (compute.Value, error) {
+			return f.ReduceMax(x, 1)
+		})
+		got := runOnX[float32](t, exec, shape, in)
 		for i := range want {
 			g, w := got[i], want[i]
 			if g != g && w != w {

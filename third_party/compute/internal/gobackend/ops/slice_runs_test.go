@@ -37,33 +37,11 @@ func TestSliceRuns(t *testing.T) {
 		for i := range in {
 			in[i] = rng.Float32()
 		}
-		builder := backend.Builder("Slice").(*gobackend.Builder)
-		f := builder.Main().(*gobackend.Function)
 		shape := shapes.Make(dtypes.Float32, tc.dims...)
-		x, err := f.Parameter("x", shape, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		y, err := f.Slice(x, tc.starts, tc.limits, tc.strides)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Return([]compute.Value{y}, nil); err != nil {
-			t.Fatal(err)
-		}
-		exec, err := builder.Compile()
-		if err != nil {
-			t.Fatalf("%+v", err)
-		}
-		xb, err := backend.BufferFromFlatData(0, in, shape)
-		if err != nil {
-			t.Fatal(err)
-		}
-		outs, err := exec.Execute([]compute.Buffer{xb}, nil, 0)
-		if err != nil {
-			t.Fatalf("%+v", err)
-		}
-		got := outs[0].(*gobackend.Buffer).Flat.([]float32)
+		exec := compileOnX(t, "Slice", shape, func(f *gobackend.Function, x compute.Value) (compute.Value, error) {
+			return f.Slice(x, tc.starts, tc.limits, tc.strides)
+		})
+		got := runOnX[float32](t, exec, shape, in)
 
 		rank := len(tc.dims)
 		outDims := make([]int, rank)
