@@ -69,6 +69,20 @@ type NodeData struct {
 	// row+rows) and columns [col, col+cols) of each output matrix (row
 	// stride: its columns) once their sums are final.
 	Epilogue func(out []float32, stride, row, rows, col, cols int)
+
+	// EpilogueValues, set with Epilogue when it is no more than a bias, a
+	// residual and a ReLU, lets a kernel apply it in registers to the tiles
+	// it stores last instead (the same float32 operations in the same order).
+	EpilogueValues *EpilogueValues
+}
+
+// EpilogueValues is an epilogue a matmul kernel can apply itself:
+// max(out + Bias + Residual, 0), each part optional, with the ReLU as the
+// AVX-512 ReLU's vector body computes it (NaN and -0 pass through).
+type EpilogueValues struct {
+	Bias     []float32 // [N], or nil
+	Residual []float32 // the output's size and layout, or nil
+	ReLU     bool
 }
 
 // SetSizes computes and sets the internal sizes (BatchSize, LHSCrossSize, RHSCrossSize, ContractingSize)

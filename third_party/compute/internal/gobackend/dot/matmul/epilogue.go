@@ -8,6 +8,7 @@ import (
 	"github.com/gomlx/compute/dtypes/bfloat16"
 	"github.com/gomlx/compute/dtypes/float16"
 	"github.com/gomlx/compute/internal/gobackend"
+	"github.com/gomlx/compute/internal/gobackend/dot"
 )
 
 // Epilogue specifies post-processing operations (optional bias addition and optional activation)
@@ -31,6 +32,10 @@ type Epilogue[T any] struct {
 	// be applied to any part of a row (an implementation with
 	// dot.AppliesEpilogue applies it block by block).
 	Elementwise bool
+
+	// ReLU says Activation is the ReLU: a kernel may then apply it in
+	// registers, as the AVX-512 ReLU's vector body does (dot.EpilogueValues).
+	ReLU bool
 }
 
 // applyBlock applies e to rows [row, row+rows) and columns [col, col+cols)
@@ -54,6 +59,19 @@ func (e Epilogue[T]) applyBlock(out []T, stride, row, rows, col, cols int) {
 			e.Activation(block)
 		}
 	}
+}
+
+// values returns e for a kernel to apply in registers, or nil when its
+// activation is not the ReLU.
+func (e Epilogue[T]) values() *dot.EpilogueValues {
+	if e.Activation != nil && !e.ReLU {
+		return nil
+	}
+	ev, ok := any(e).(Epilogue[float32])
+	if !ok {
+		return nil
+	}
+	return &dot.EpilogueValues{Bias: ev.Bias, Residual: ev.Residual, ReLU: ev.ReLU}
 }
 
 // HasWork returns true if the epilogue contains a bias, a residual or an activation.

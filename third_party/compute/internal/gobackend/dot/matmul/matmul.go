@@ -46,8 +46,9 @@ type CacheParams struct {
 	// GatheredLHS and Epilogue are not tuning parameters: set for one call,
 	// they are that call's dot.NodeData.GatheredLHS (its lhs is the source of
 	// a gathered LHS) and dot.NodeData.Epilogue.
-	GatheredLHS *dot.GatheredLHS
-	Epilogue    func(out []float32, stride, row, rows, col, cols int)
+	GatheredLHS    *dot.GatheredLHS
+	Epilogue       func(out []float32, stride, row, rows, col, cols int)
+	EpilogueValues *dot.EpilogueValues
 }
 
 var (
@@ -116,6 +117,7 @@ func ExecuteWithEpilogue[I, O interface {
 		// Applied block by block by the implementation, while each block is in cache.
 		withEpilogue := *nodeData
 		withEpilogue.Epilogue = e.applyBlock
+		withEpilogue.EpilogueValues = e.values()
 		nodeData = &withEpilogue
 		epilogue = Epilogue[O]{}
 	}

@@ -191,6 +191,7 @@ func execFusedDense(backend *gobackend.Backend, node *gobackend.Node, inputs []*
 			Bias:        biasFlat,
 			Activation:  actFn,
 			Elementwise: data.options.Activation.Type != compute.ActivationSwiGLU,
+			ReLU:        data.options.Activation.Type == compute.ActivationRelu,
 		}
 		if residual != nil {
 			epilogue.Residual = residual.Flat.([]float32)

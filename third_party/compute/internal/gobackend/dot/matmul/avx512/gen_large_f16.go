@@ -56,7 +56,7 @@ func avx512LargeFloat16( //alt:f16
 	rhsBatchStride := rhsCrossSize * contractingSize
 	outputBatchStride := lhsCrossSize * rhsCrossSize
 	//alt:f32 if nodeData != nil {
-	//alt:f32 params.GatheredLHS, params.Epilogue = nodeData.GatheredLHS, nodeData.Epilogue
+	//alt:f32 params.GatheredLHS, params.Epilogue, params.EpilogueValues = nodeData.GatheredLHS, nodeData.Epilogue, nodeData.EpilogueValues
 	//alt:f32 if params.GatheredLHS != nil {
 	//alt:f32 lhsBatchStride = len(lhs) // lhs is the gathered LHS's source, batchSize 1.
 	//alt:f32 }
@@ -398,10 +398,18 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 				accumulate := !isFirstContractingPanel
 				canDirectOutput := (lhsPanelHeight%params.LHSL1KernelRows == 0) && (rhsPanelWidth%params.RHSL1KernelCols == 0)
 
+				//alt:f32 lastContractingPanel := contractingPanelIdx+contractingPanelWidth == contractingSize
+				//alt:f32 epilogueDone := false
 				if canDirectOutput {
 					outOffset := lhsPanelRowIdx*rhsCrossSize + rhsPanelColIdx
 					outSlice := outputMatrix[outOffset : outOffset+(lhsPanelHeight-1)*rhsCrossSize+rhsPanelWidth]
 					if AVX512UseAsm { //alt:f32|bf16|f16|f64
+						//alt:f32 var epi *kernelEpilogue
+						//alt:f32 if lastContractingPanel && params.EpilogueValues != nil {
+						//alt:f32 // The kernel applies the epilogue to each tile before storing it.
+						//alt:f32 e := newKernelEpilogue(params.EpilogueValues, outOffset, rhsPanelColIdx)
+						//alt:f32 epi, epilogueDone = &e, true
+						//alt:f32 }
 						//alt:f32 avx512LargeKernelFloat32Asm(
 						//alt:bf16  avx512LargeKernelBFloat16Asm(
 						avx512LargeKernelFloat16Asm( //alt:f16
@@ -410,7 +418,8 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 							params.LHSPanelCrossSize, rhsCrossSize,
 							contractingPanelWidth,
 							lhsPanelHeight, rhsPanelWidth,
-							accumulate,
+							//alt:f32 accumulate, epi,
+							accumulate, //alt:bf16|f16|f64
 						)
 					} else { //alt:f32|bf16|f16|f64
 						//alt:f32 avx512LargeKernelFloat32(
@@ -436,7 +445,8 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 							params.LHSPanelCrossSize, accumPanelStride,
 							contractingPanelWidth,
 							lhsPanelHeight, rhsPanelWidth,
-							accumulate,
+							//alt:f32 accumulate, nil,
+							accumulate, //alt:bf16|f16|f64
 						)
 					} else { //alt:f32|bf16|f16|f64
 						//alt:f32 avx512LargeKernelFloat32(
@@ -460,7 +470,8 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 							params.LHSPanelCrossSize, params.RHSPanelCrossSize,
 							contractingPanelWidth,
 							lhsPanelHeight, rhsPanelWidth,
-							false,
+							//alt:f32 false, nil,
+							false, //alt:bf16|f16|f64
 						)
 					} else { //alt:f32|bf16|f16|f64
 						//alt:f32 avx512LargeKernelFloat32(
@@ -485,7 +496,7 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 						rhsCrossSize,
 						lhsPanelHeight, rhsPanelWidth)
 				}
-				//alt:f32 if params.Epilogue != nil && contractingPanelIdx+contractingPanelWidth == contractingSize && (canDirectOutput || !useAccum) {
+				//alt:f32 if params.Epilogue != nil && lastContractingPanel && !epilogueDone && (canDirectOutput || !useAccum) {
 				//alt:f32 // The block's sums are final: the epilogue while it is in cache.
 				//alt:f32 params.Epilogue(outputMatrix, rhsCrossSize, lhsPanelRowIdx, lhsPanelHeight, rhsPanelColIdx, rhsPanelWidth)
 				//alt:f32 }

@@ -411,7 +411,7 @@ func TestAVX512(t *testing.T) {
 			}
 
 			out := make([]float32, M*N)
-			avx512LargeKernelFloat32Asm(packedLHS, packedRHS, out, M, N, K, M, N, false)
+			avx512LargeKernelFloat32Asm(packedLHS, packedRHS, out, M, N, K, M, N, false, nil)
 
 			for r := 0; r < M; r++ {
 				for c := 0; c < N; c++ {
@@ -424,7 +424,7 @@ func TestAVX512(t *testing.T) {
 			}
 
 			// Test accumulate = true
-			avx512LargeKernelFloat32Asm(packedLHS, packedRHS, out, M, N, K, M, N, true)
+			avx512LargeKernelFloat32Asm(packedLHS, packedRHS, out, M, N, K, M, N, true, nil)
 			for r := 0; r < M; r++ {
 				for c := 0; c < N; c++ {
 					got := out[r*N+c]
@@ -481,7 +481,7 @@ func TestAVX512(t *testing.T) {
 			}
 
 			out := make([]float32, M*N)
-			avx512LargeKernelFloat32Asm(packedLHS, packedRHS, out, M, N, K, M, N, false)
+			avx512LargeKernelFloat32Asm(packedLHS, packedRHS, out, M, N, K, M, N, false, nil)
 
 			for r := 0; r < M; r++ {
 				for c := 0; c < N; c++ {
@@ -889,7 +889,7 @@ func BenchmarkMicrokernels(b *testing.B) {
 		b.Run(tc.name+"/Kernel8x32", func(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
-				avx512LargeKernelFloat32Asm(lhs8, rhs32, out8x32, M, N, K, M, N, false)
+				avx512LargeKernelFloat32Asm(lhs8, rhs32, out8x32, M, N, K, M, N, false, nil)
 			}
 			elapsed := b.Elapsed()
 			if elapsed > 0 && b.N > 0 {

@@ -51,8 +51,8 @@ func avx512LargeFloat32( //alt:f32
 	rhsBatchStride := rhsCrossSize * contractingSize
 	outputBatchStride := lhsCrossSize * rhsCrossSize
 	if nodeData != nil { //alt:f32
-		params.GatheredLHS, params.Epilogue = nodeData.GatheredLHS, nodeData.Epilogue //alt:f32
-		if params.GatheredLHS != nil {                                                //alt:f32
+		params.GatheredLHS, params.Epilogue, params.EpilogueValues = nodeData.GatheredLHS, nodeData.Epilogue, nodeData.EpilogueValues //alt:f32
+		if params.GatheredLHS != nil {                                                                                                //alt:f32
 			lhsBatchStride = len(lhs) // lhs is the gathered LHS's source, batchSize 1. //alt:f32
 		} //alt:f32
 	} //alt:f32
@@ -392,10 +392,18 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 				accumulate := !isFirstContractingPanel
 				canDirectOutput := (lhsPanelHeight%params.LHSL1KernelRows == 0) && (rhsPanelWidth%params.RHSL1KernelCols == 0)
 
+				lastContractingPanel := contractingPanelIdx+contractingPanelWidth == contractingSize //alt:f32
+				epilogueDone := false                                                                //alt:f32
 				if canDirectOutput {
 					outOffset := lhsPanelRowIdx*rhsCrossSize + rhsPanelColIdx
 					outSlice := outputMatrix[outOffset : outOffset+(lhsPanelHeight-1)*rhsCrossSize+rhsPanelWidth]
 					if AVX512UseAsm { //alt:f32|bf16|f16|f64
+						var epi *kernelEpilogue                                   //alt:f32
+						if lastContractingPanel && params.EpilogueValues != nil { //alt:f32
+							// The kernel applies the epilogue to each tile before storing it. //alt:f32
+							e := newKernelEpilogue(params.EpilogueValues, outOffset, rhsPanelColIdx) //alt:f32
+							epi, epilogueDone = &e, true                                             //alt:f32
+						} //alt:f32
 						avx512LargeKernelFloat32Asm( //alt:f32
 							//alt:bf16 avx512LargeKernelBFloat16Asm(
 							//alt:f16 avx512LargeKernelFloat16Asm(
@@ -404,7 +412,8 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 							params.LHSPanelCrossSize, rhsCrossSize,
 							contractingPanelWidth,
 							lhsPanelHeight, rhsPanelWidth,
-							accumulate,
+							accumulate, epi, //alt:f32
+							//alt:bf16|f16|f64 accumulate,
 						)
 					} else { //alt:f32|bf16|f16|f64
 						avx512LargeKernelFloat32( //alt:f32
@@ -430,7 +439,8 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 							params.LHSPanelCrossSize, accumPanelStride,
 							contractingPanelWidth,
 							lhsPanelHeight, rhsPanelWidth,
-							accumulate,
+							accumulate, nil, //alt:f32
+							//alt:bf16|f16|f64 accumulate,
 						)
 					} else { //alt:f32|bf16|f16|f64
 						avx512LargeKernelFloat32( //alt:f32
@@ -454,7 +464,8 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 							params.LHSPanelCrossSize, params.RHSPanelCrossSize,
 							contractingPanelWidth,
 							lhsPanelHeight, rhsPanelWidth,
-							false,
+							false, nil, //alt:f32
+							//alt:bf16|f16|f64 false,
 						)
 					} else { //alt:f32|bf16|f16|f64
 						avx512LargeKernelFloat32( //alt:f32
@@ -479,7 +490,7 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 						rhsCrossSize,
 						lhsPanelHeight, rhsPanelWidth)
 				}
-				if params.Epilogue != nil && contractingPanelIdx+contractingPanelWidth == contractingSize && (canDirectOutput || !useAccum) { //alt:f32
+				if params.Epilogue != nil && lastContractingPanel && !epilogueDone && (canDirectOutput || !useAccum) { //alt:f32
 					// The block's sums are final: the epilogue while it is in cache. //alt:f32
 					params.Epilogue(outputMatrix, rhsCrossSize, lhsPanelRowIdx, lhsPanelHeight, rhsPanelColIdx, rhsPanelWidth) //alt:f32
 				} //alt:f32

@@ -9,9 +9,12 @@ import (
 
 	"github.com/gomlx/compute/dtypes/bfloat16"
 	"github.com/gomlx/compute/dtypes/float16"
+	"github.com/gomlx/compute/internal/gobackend/dot"
 )
 
 // avx512LargeKernelFloat32Asm is the assembly implementation of the 8 rows x 32 cols GEMM microkernel for Float32.
+// With epi (nil for none), the sums are final: it applies epi to each tile
+// in registers before storing it.
 // Defined in avx512_large_amd64_float32.s.
 //
 //go:noescape
@@ -21,7 +24,33 @@ func avx512LargeKernelFloat32Asm(
 	contractingLen int,
 	lhsActiveRows, rhsActiveCols int,
 	accumulate bool,
+	epi *kernelEpilogue,
 )
+
+// kernelEpilogue is dot.EpilogueValues for one call of
+// avx512LargeKernelFloat32Asm: pointers at the call's first output column
+// (bias) and first output element (residual, laid out as the output), nil
+// where absent, and relu non-zero for the ReLU.
+type kernelEpilogue struct {
+	bias, residual unsafe.Pointer
+	relu           uintptr
+}
+
+// newKernelEpilogue points ev at the output block whose first element is
+// out[offset], in column col.
+func newKernelEpilogue(ev *dot.EpilogueValues, offset, col int) kernelEpilogue {
+	var k kernelEpilogue
+	if len(ev.Bias) > 0 {
+		k.bias = unsafe.Pointer(&ev.Bias[col])
+	}
+	if len(ev.Residual) > 0 {
+		k.residual = unsafe.Pointer(&ev.Residual[offset])
+	}
+	if ev.ReLU {
+		k.relu = 1
+	}
+	return k
+}
 
 // avx512PackLHSKernelRows4Float32Asm packs 4 rows of float32 LHS matrix in strips of 4 into panel.
 // Only full 4-row strips are packed; any remaining partial strip is handled by the caller.

@@ -9,13 +9,41 @@
 // prefetcher stops at a page boundary, and it runs on into the next strip.
 #define RHS_PREFETCH 2048
 
+// EPILOGUE_ADD_ROWS adds the 8×32 tile at p (row stride R11 bytes) to the
+// accumulators Z0..Z15, advancing p by 7 rows.
+#define EPILOGUE_ADD_ROWS(p) \
+	VADDPS (p), Z0, Z0; \
+	VADDPS 64(p), Z1, Z1; \
+	ADDQ R11, p; \
+	VADDPS (p), Z2, Z2; \
+	VADDPS 64(p), Z3, Z3; \
+	ADDQ R11, p; \
+	VADDPS (p), Z4, Z4; \
+	VADDPS 64(p), Z5, Z5; \
+	ADDQ R11, p; \
+	VADDPS (p), Z6, Z6; \
+	VADDPS 64(p), Z7, Z7; \
+	ADDQ R11, p; \
+	VADDPS (p), Z8, Z8; \
+	VADDPS 64(p), Z9, Z9; \
+	ADDQ R11, p; \
+	VADDPS (p), Z10, Z10; \
+	VADDPS 64(p), Z11, Z11; \
+	ADDQ R11, p; \
+	VADDPS (p), Z12, Z12; \
+	VADDPS 64(p), Z13, Z13; \
+	ADDQ R11, p; \
+	VADDPS (p), Z14, Z14; \
+	VADDPS 64(p), Z15, Z15
+
 // func avx512LargeKernelFloat32Asm(
 //     packedLHS, packedRHS, packedOutput []float32,
 //     lhsPanelRows, rhsPanelCols int,
 //     contractingLen int,
 //     lhsActiveRows, rhsActiveCols int,
-//     accumulate bool)
-TEXT ·avx512LargeKernelFloat32Asm(SB), NOSPLIT, $0-120
+//     accumulate bool,
+//     epi *kernelEpilogue)
+TEXT ·avx512LargeKernelFloat32Asm(SB), NOSPLIT, $0-128
 	MOVQ packedLHS_base+0(FP), R8        // R8 = lhsBasePtr
 	MOVQ packedRHS_base+24(FP), R9       // R9 = rhsBasePtr
 	MOVQ packedOutput_base+48(FP), R10   // R10 = outBasePtr
@@ -281,6 +309,9 @@ store_output:
 	MOVQ BX, CX
 	SHLQ $2, CX
 	ADDQ CX, DX
+	MOVQ epi+120(FP), SI
+	TESTQ SI, SI
+	JNZ store_output_epilogue
 	LEAQ (R10)(DX*1), DX
 
 	TESTB R15, R15
@@ -368,6 +399,98 @@ store_output_accum:
 	VADDPS (DX), Z14, Z14
 	VMOVDQU32 Z14, (DX)
 	VADDPS 64(DX), Z15, Z15
+	VMOVDQU32 Z15, 64(DX)
+
+	ADDQ $8, AX                          // lhsRowIdx += 8
+	JMP loop_lhs
+
+store_output_epilogue:
+	// The sums are final: max(out + bias + residual, 0), each part as epi
+	// says, in registers, in the order the Go epilogue adds them, then stored.
+	// The ReLU is VMAXPS with 0 first, as archsimd's Max in the AVX-512 ReLU:
+	// NaN and -0 pass through.
+	// DX = the tile's byte offset in the output (and in the residual).
+	TESTB R15, R15
+	JZ epilogue_bias
+	LEAQ (R10)(DX*1), DI
+	EPILOGUE_ADD_ROWS(DI)
+
+epilogue_bias:
+	MOVQ 0(SI), DI                       // bias at the call's first column, or nil
+	TESTQ DI, DI
+	JZ epilogue_residual
+	VMOVUPS (DI)(BX*4), Z16
+	VMOVUPS 64(DI)(BX*4), Z17
+	VADDPS Z16, Z0, Z0
+	VADDPS Z17, Z1, Z1
+	VADDPS Z16, Z2, Z2
+	VADDPS Z17, Z3, Z3
+	VADDPS Z16, Z4, Z4
+	VADDPS Z17, Z5, Z5
+	VADDPS Z16, Z6, Z6
+	VADDPS Z17, Z7, Z7
+	VADDPS Z16, Z8, Z8
+	VADDPS Z17, Z9, Z9
+	VADDPS Z16, Z10, Z10
+	VADDPS Z17, Z11, Z11
+	VADDPS Z16, Z12, Z12
+	VADDPS Z17, Z13, Z13
+	VADDPS Z16, Z14, Z14
+	VADDPS Z17, Z15, Z15
+
+epilogue_residual:
+	MOVQ 8(SI), DI                       // residual at the call's output origin, or nil
+	TESTQ DI, DI
+	JZ epilogue_relu
+	ADDQ DX, DI
+	EPILOGUE_ADD_ROWS(DI)
+
+epilogue_relu:
+	MOVQ 16(SI), DI
+	TESTQ DI, DI
+	JZ epilogue_store
+	VXORPS Z16, Z16, Z16
+	VMAXPS Z0, Z16, Z0
+	VMAXPS Z1, Z16, Z1
+	VMAXPS Z2, Z16, Z2
+	VMAXPS Z3, Z16, Z3
+	VMAXPS Z4, Z16, Z4
+	VMAXPS Z5, Z16, Z5
+	VMAXPS Z6, Z16, Z6
+	VMAXPS Z7, Z16, Z7
+	VMAXPS Z8, Z16, Z8
+	VMAXPS Z9, Z16, Z9
+	VMAXPS Z10, Z16, Z10
+	VMAXPS Z11, Z16, Z11
+	VMAXPS Z12, Z16, Z12
+	VMAXPS Z13, Z16, Z13
+	VMAXPS Z14, Z16, Z14
+	VMAXPS Z15, Z16, Z15
+
+epilogue_store:
+	LEAQ (R10)(DX*1), DX
+	VMOVDQU32 Z0, (DX)
+	VMOVDQU32 Z1, 64(DX)
+	ADDQ R11, DX
+	VMOVDQU32 Z2, (DX)
+	VMOVDQU32 Z3, 64(DX)
+	ADDQ R11, DX
+	VMOVDQU32 Z4, (DX)
+	VMOVDQU32 Z5, 64(DX)
+	ADDQ R11, DX
+	VMOVDQU32 Z6, (DX)
+	VMOVDQU32 Z7, 64(DX)
+	ADDQ R11, DX
+	VMOVDQU32 Z8, (DX)
+	VMOVDQU32 Z9, 64(DX)
+	ADDQ R11, DX
+	VMOVDQU32 Z10, (DX)
+	VMOVDQU32 Z11, 64(DX)
+	ADDQ R11, DX
+	VMOVDQU32 Z12, (DX)
+	VMOVDQU32 Z13, 64(DX)
+	ADDQ R11, DX
+	VMOVDQU32 Z14, (DX)
 	VMOVDQU32 Z15, 64(DX)
 
 	ADDQ $8, AX                          // lhsRowIdx += 8
