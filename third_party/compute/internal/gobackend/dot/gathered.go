@@ -24,15 +24,37 @@ func init() {
 //
 // When NodeData.GatheredLHS is set, the lhs an implementation receives is the
 // source buffer, not the [M, K] matrix.
+//
+// An offset of ZeroRun is a run of zeros: the padding of a zero-padded
+// source, read unpadded (see GatheredInput).
 type GatheredLHS struct {
 	Runs, RunLen int
 	Offsets      []int32
+	zeros        []float32 // RunLen zeros, where an offset is ZeroRun
+}
+
+// ZeroRun is the offset of a run of zeros.
+const ZeroRun = -1
+
+// Float32Run returns n values of run i (of all rows' runs, row-major) from
+// its element o on: part of src, or zeros.
+func (g *GatheredLHS) Float32Run(src []float32, i, o, n int) []float32 {
+	off := int(g.Offsets[i])
+	if off == ZeroRun {
+		return g.zeros[o : o+n]
+	}
+	return src[off+o : off+o+n]
 }
 
 // Materialize writes the [M, K] matrix g describes over src into dst.
 func Materialize[T any](g *GatheredLHS, src, dst []T) {
 	for i, off := range g.Offsets {
-		copy(dst[i*g.RunLen:(i+1)*g.RunLen], src[off:int(off)+g.RunLen])
+		run := dst[i*g.RunLen : (i+1)*g.RunLen]
+		if off == ZeroRun {
+			clear(run)
+			continue
+		}
+		copy(run, src[off:int(off)+g.RunLen])
 	}
 }
 
@@ -108,6 +130,10 @@ func CountUses(b *gobackend.Builder) map[*gobackend.Node]int {
 // of contiguous runs, possibly reshaped, with no other use than this: then it
 // returns the Gather's operand and the runs. A transformation that makes the
 // matmul read src instead leaves the Gather and Reshapes dead (not executed).
+//
+// Where the operand is a zero padding with no other use (a convolution's),
+// src is what was padded and the runs in the padding are zeros: the padded
+// copy is never written.
 func GatheredInput(x *gobackend.Node, uses map[*gobackend.Node]int, m, k int) (src *gobackend.Node, g *GatheredLHS) {
 	for x.OpType == compute.OpTypeReshape && uses[x] == 1 {
 		x = x.Inputs[0]
@@ -118,7 +144,81 @@ func GatheredInput(x *gobackend.Node, uses map[*gobackend.Node]int, m, k int) (s
 	if g = gatheredRuns(x, m, k); g == nil {
 		return nil, nil
 	}
+	if pad := x.Inputs[0]; uses[pad] == 1 {
+		if unpadded := withoutZeroPadding(pad, x, g); unpadded != nil {
+			return pad.Inputs[0], unpadded
+		}
+	}
 	return x.Inputs[0], g
+}
+
+// minUnpaddedRun is the shortest run withoutZeroPadding splits runs into:
+// shorter ones (the 3 channels of an image) cost more to pack one by one
+// than the padded copy.
+const minUnpaddedRun = 32
+
+// withoutZeroPadding returns g, runs of the output of pad (a Pad with +0,
+// no interior padding) that gather reads, as runs of pad's operand: each
+// run split where it crosses the padding's border, into runs along the
+// slices' first axis longer than 1 (the axes after it whole and unpadded),
+// those in the padding ZeroRun. Or nil where that does not apply.
+func withoutZeroPadding(pad, gather *gobackend.Node, g *GatheredLHS) *GatheredLHS {
+	axes, ok := ops.PadParams(pad)
+	if !ok || pad.Inputs[1].OpType != compute.OpTypeConstant || pad.Inputs[0].Shape.Size() > math.MaxInt32 {
+		return nil
+	}
+	fill := pad.Inputs[1]
+	if v, ok := fill.Data.(*gobackend.Buffer).Flat.([]float32); !ok || len(v) != 1 || math.Float32bits(v[0]) != 0 {
+		return nil
+	}
+	_, _, _, _, sliceSizes, _ := ops.GatherParams(gather)
+	padded, dims := pad.Shape.Dimensions, pad.Inputs[0].Shape.Dimensions
+	rank := len(dims)
+	lo := make([]int, rank)
+	for i, a := range axes {
+		if a.Interior != 0 || a.Start < 0 || a.End < 0 {
+			return nil
+		}
+		lo[i] = a.Start
+	}
+	split := slices.IndexFunc(sliceSizes, func(s int) bool { return s != 1 })
+	if split < 0 {
+		return nil
+	}
+	runLen := 1
+	for _, d := range dims[split+1:] {
+		runLen *= d
+	}
+	// g's runs hold whole axes after split: of the operand's sizes if unpadded.
+	if runLen < minUnpaddedRun || g.RunLen != sliceSizes[split]*runLen {
+		return nil
+	}
+	// Row-major strides of the padded output and of the operand.
+	pStrides, strides := make([]int, rank), make([]int, rank)
+	for i, ps, s := rank-1, 1, 1; i >= 0; i-- {
+		pStrides[i], strides[i] = ps, s
+		ps, s = ps*padded[i], s*dims[i]
+	}
+	parts := sliceSizes[split]
+	u := &GatheredLHS{Runs: g.Runs * parts, RunLen: runLen, Offsets: make([]int32, len(g.Offsets)*parts), zeros: make([]float32, runLen)}
+	for r, off := range g.Offsets {
+		for j := range parts {
+			at, inside := 0, true
+			for i := 0; i <= split; i++ {
+				c := int(off)/pStrides[i]%padded[i] - lo[i]
+				if i == split {
+					c += j
+				}
+				inside = inside && c >= 0 && c < dims[i]
+				at += c * strides[i]
+			}
+			if !inside {
+				at = ZeroRun
+			}
+			u.Offsets[r*parts+j] = int32(at)
+		}
+	}
+	return u
 }
 
 // gatheredRuns describes gather's output, read as an [m, k] matrix, as runs

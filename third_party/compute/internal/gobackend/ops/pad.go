@@ -40,6 +40,16 @@ type padNode struct {
 	axesConfig []compute.PadAxis
 }
 
+// PadParams returns a Pad node's padding per axis (fewer than its rank when
+// the last axes are not padded).
+func PadParams(node *gobackend.Node) ([]compute.PadAxis, bool) {
+	p, ok := node.Data.(*padNode)
+	if node.OpType != compute.OpTypePad || !ok {
+		return nil, false
+	}
+	return p.axesConfig, true
+}
+
 // EqualNodeData implements nodeDataComparable for padNode.
 func (p *padNode) EqualNodeData(other gobackend.NodeDataComparable) bool {
 	o := other.(*padNode)

@@ -22,7 +22,12 @@ type convCase struct {
 	o                          int
 	constant                   []float32 // x as a constant instead of a parameter
 	startPad                   int       // the padding the gather's indices assume (>= pad: starts past the end, clamped)
+	fill                       float32   // the padding's value
+	padChannels                int       // channels of fill appended to x's (gathered, weighted)
 }
+
+// cg is the number of channels gathered: x's and the padding's.
+func (tc convCase) cg() int { return tc.c + tc.padChannels }
 
 var convCases = []convCase{
 	{name: "3x3 width 7: strips cross output rows", n: 8, h: 7, w: 7, c: 32, k: 3, stride: 1, pad: 1, o: 64},
@@ -34,6 +39,11 @@ var convCases = []convCase{
 	{name: "16384 rows, 40 filters: output blocks through the packed output", n: 64, h: 16, w: 16, c: 8, k: 3, stride: 1, pad: 1, o: 40},
 	{name: "245 rows: a last strip of 5", n: 5, h: 7, w: 7, c: 32, k: 3, stride: 1, pad: 1, o: 64},
 	{name: "small product (small kernel)", n: 1, h: 3, w: 3, c: 2, k: 3, stride: 1, pad: 1, o: 4},
+	{name: "3x3 stride 2 on an odd map", n: 3, h: 9, w: 9, c: 64, k: 3, stride: 2, pad: 1, o: 32},
+	{name: "5x5, padding 2", n: 2, h: 6, w: 5, c: 48, k: 5, stride: 1, pad: 2, o: 32},
+	{name: "padded with 0.5", n: 2, h: 5, w: 5, c: 32, k: 3, stride: 1, pad: 1, o: 32, fill: 0.5},
+	{name: "channels padded too", n: 2, h: 5, w: 5, c: 32, k: 3, stride: 1, pad: 1, o: 32, padChannels: 2},
+	{name: "padded with -0", n: 2, h: 5, w: 5, c: 32, k: 3, stride: 1, pad: 1, o: 32, fill: float32(math.Copysign(0, -1))},
 	{name: "starts past the end are clamped", n: 16, h: 8, w: 8, c: 16, k: 3, stride: 1, pad: 0, o: 32, startPad: 1},
 }
 
@@ -69,7 +79,7 @@ func (tc convCase) patches(t *testing.T, backend compute.Backend) (builder *goba
 	}
 	if tc.pad > 0 {
 		p := compute.PadAxis{Start: tc.pad, End: tc.pad}
-		x = must(f.Pad(x, must(f.Constant([]float32{0})), compute.PadAxis{}, p, p, compute.PadAxis{}))
+		x = must(f.Pad(x, must(f.Constant([]float32{tc.fill})), compute.PadAxis{}, p, p, compute.PadAxis{End: tc.padChannels}))
 	}
 	var idx []int32
 	for b := range tc.n {
@@ -82,8 +92,8 @@ func (tc convCase) patches(t *testing.T, backend compute.Backend) (builder *goba
 		}
 	}
 	start := must(f.Constant(idx, len(idx)/3, 3))
-	gather = must(f.Gather(x, start, 1, []int{1, 2, 3, 4}, nil, []int{0, 1, 2}, []int{1, 1, tc.k, tc.c}, true))
-	return builder, f, must(f.Reshape(gather, tc.n*ho*wo, tc.k*tc.k*tc.c)), gather
+	gather = must(f.Gather(x, start, 1, []int{1, 2, 3, 4}, nil, []int{0, 1, 2}, []int{1, 1, tc.k, tc.cg()}, true))
+	return builder, f, must(f.Reshape(gather, tc.n*ho*wo, tc.k*tc.k*tc.cg())), gather
 }
 
 // compile returns outs from f and compiles the builder.
@@ -106,7 +116,7 @@ func (tc convCase) build(t *testing.T, backend compute.Backend, op compute.OpTyp
 	t.Helper()
 	must := must(t)
 	builder, f, patches, gather := tc.patches(t, backend)
-	m, kk := patches.(*gobackend.Node).Shape.Dimensions[0], tc.k*tc.k*tc.c
+	m, kk := patches.(*gobackend.Node).Shape.Dimensions[0], tc.k*tc.k*tc.cg()
 	wc := must(f.Constant(w, kk, tc.o))
 	bc := must(f.Constant(bias, tc.o))
 	var y, product compute.Value
@@ -147,11 +157,13 @@ func (tc convCase) referenceResidual(x, w, bias, residual []float32) []float64 {
 					for i := range tc.k {
 						for j := range tc.k {
 							r, c := y*tc.stride+i-tc.pad, xx*tc.stride+j-tc.pad
-							if r < 0 || c < 0 || r >= tc.h || c >= tc.w {
-								continue
-							}
+							padding := r < 0 || c < 0 || r >= tc.h || c >= tc.w
 							for ch := range tc.c {
-								sum += float64(x[((b*tc.h+r)*tc.w+c)*tc.c+ch]) * float64(w[((i*tc.k+j)*tc.c+ch)*tc.o+o])
+								v := float64(tc.fill)
+								if !padding {
+									v = float64(x[((b*tc.h+r)*tc.w+c)*tc.c+ch])
+								}
+								sum += v * float64(w[((i*tc.k+j)*tc.c+ch)*tc.o+o])
 							}
 						}
 					}
@@ -190,7 +202,8 @@ func (tc convCase) run(t *testing.T, backend compute.Backend, exec compute.Execu
 // packed panels hold the same values. An implementation that does not (plain
 // Go, AVX2) keeps the Gather, or, chosen only after compiling (FusedDense picks its
 // implementation when it runs), is given the matrix laid out. Where the starts
-// are in range, also against the convolution computed directly.
+// are in range, also against the convolution computed directly. A +0
+// padding of runs of 32 or more is not executed: the runs in it are zeros.
 func TestGatheredLHS(t *testing.T) {
 	type variant struct {
 		name          string
@@ -225,12 +238,17 @@ func TestGatheredLHS(t *testing.T) {
 							return v
 						}
 						x := randoms(tc.n * tc.h * tc.w * tc.c)
-						w := randoms(tc.k * tc.k * tc.c * tc.o)
+						w := randoms(tc.k * tc.k * tc.cg() * tc.o)
 						bias := randoms(tc.o)
 
 						fusedExec, fused := tc.build(t, backend, op, false, w, bias)
 						if rewritten := fused.Inputs[0].OpType != compute.OpTypeReshape; rewritten != v.rewritten {
 							t.Fatalf("product reading %s, want it rewritten: %v", fused.Inputs[0].OpType, v.rewritten)
+						}
+						// Runs of 32 channels or more are read from the map unpadded where it is padded with +0.
+						wantUnpadded := tc.c >= 32 && math.Float32bits(tc.fill) == 0 && tc.padChannels == 0
+						if unpadded := fused.Inputs[0].OpType == compute.OpTypeParameter; v.rewritten && tc.pad > 0 && unpadded != wantUnpadded {
+							t.Fatalf("product reading %s, want the unpadded map: %v", fused.Inputs[0].OpType, wantUnpadded)
 						}
 						plainExec, plain := tc.build(t, backend, op, true, w, bias)
 						if g := plain.Inputs[0]; g.OpType != compute.OpTypeReshape {
@@ -247,7 +265,7 @@ func TestGatheredLHS(t *testing.T) {
 								t.Fatalf("element %d of %d: gathered in place %g, from the gathered matrix %g", i, len(want), got[i], want[i])
 							}
 						}
-						if tc.startPad > 0 {
+						if tc.startPad > 0 || tc.padChannels > 0 {
 							return
 						}
 						for i, r := range tc.reference(x, w, bias) {
@@ -281,7 +299,7 @@ func TestBlockEpilogue(t *testing.T) {
 				return v
 			}
 			x := randoms(tc.n * tc.h * tc.w * tc.c)
-			w := randoms(tc.k * tc.k * tc.c * tc.o)
+			w := randoms(tc.k * tc.k * tc.cg() * tc.o)
 			bias := randoms(tc.o)
 			fusedExec, _ := tc.build(t, backend, compute.OpTypeFusedDense, false, w, bias)
 			opsExec, _ := tc.build(t, backend, compute.OpTypeDotGeneral, true, w, bias)
@@ -311,7 +329,7 @@ func TestGatheredLHSConstant(t *testing.T) {
 		return v
 	}
 	x := randoms(tc.n * tc.h * tc.w * tc.c)
-	w := randoms(tc.k * tc.k * tc.c * tc.o)
+	w := randoms(tc.k * tc.k * tc.cg() * tc.o)
 	bias := randoms(tc.o)
 	tc.constant = x
 	for _, op := range []compute.OpType{compute.OpTypeFusedDense, compute.OpTypeDotGeneral} {

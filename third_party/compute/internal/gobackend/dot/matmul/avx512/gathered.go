@@ -34,8 +34,7 @@ func avx512PackGatheredLHSFloat32(src []float32, g *dot.GatheredLHS, panel []flo
 			dst := strip[(k-colStart)*8 : (k-colStart+n)*8]
 			if valid == 8 && AVX512UseAsm {
 				for j := range rows {
-					off := int(g.Offsets[first+j*g.Runs+t]) + o
-					rows[j] = unsafe.Pointer(&src[off : off+n][0])
+					rows[j] = unsafe.Pointer(&g.Float32Run(src, first+j*g.Runs+t, o, n)[0])
 				}
 				avx512PackLHSRows8PtrsFloat32Asm(&rows, unsafe.Pointer(&dst[0]), 8*4, n)
 				k += n
@@ -48,8 +47,7 @@ func avx512PackGatheredLHSFloat32(src []float32, g *dot.GatheredLHS, panel []flo
 					}
 					continue
 				}
-				off := int(g.Offsets[first+j*g.Runs+t]) + o
-				for i, v := range src[off : off+n] {
+				for i, v := range g.Float32Run(src, first+j*g.Runs+t, o, n) {
 					dst[i*8+j] = v
 				}
 			}
