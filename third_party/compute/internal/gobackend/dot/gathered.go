@@ -12,6 +12,7 @@ import (
 
 func init() {
 	gobackend.RegisterTransformation(50, gatheredLHSFusion{})
+	gobackend.RegisterTransformation(50, gatheredMaxFusion{})
 }
 
 // GatheredLHS describes a matmul's LHS [M, K] that is never materialized:
@@ -25,22 +26,19 @@ func init() {
 // When NodeData.GatheredLHS is set, the lhs an implementation receives is the
 // source buffer, not the [M, K] matrix.
 //
-// An offset of ZeroRun is a run of zeros: the padding of a zero-padded
-// source, read unpadded (see GatheredInput).
+// An offset of ops.PaddingRun is a run of zeros: the padding of a
+// zero-padded source, read unpadded (see GatheredInput).
 type GatheredLHS struct {
 	Runs, RunLen int
 	Offsets      []int32
-	zeros        []float32 // RunLen zeros, where an offset is ZeroRun
+	zeros        []float32 // RunLen zeros, for offsets ops.PaddingRun
 }
-
-// ZeroRun is the offset of a run of zeros.
-const ZeroRun = -1
 
 // Float32Run returns n values of run i (of all rows' runs, row-major) from
 // its element o on: part of src, or zeros.
 func (g *GatheredLHS) Float32Run(src []float32, i, o, n int) []float32 {
 	off := int(g.Offsets[i])
-	if off == ZeroRun {
+	if off == ops.PaddingRun {
 		return g.zeros[o : o+n]
 	}
 	return src[off+o : off+o+n]
@@ -50,7 +48,7 @@ func (g *GatheredLHS) Float32Run(src []float32, i, o, n int) []float32 {
 func Materialize[T any](g *GatheredLHS, src, dst []T) {
 	for i, off := range g.Offsets {
 		run := dst[i*g.RunLen : (i+1)*g.RunLen]
-		if off == ZeroRun {
+		if off == ops.PaddingRun {
 			clear(run)
 			continue
 		}
@@ -88,7 +86,7 @@ func (gatheredLHSFusion) Apply(b *gobackend.Builder) (bool, error) {
 				!data.implementation.Has(ReadsGatheredLHS, data.Layout, dtypes.Float32, dtypes.Float32) {
 				continue
 			}
-			src, g := GatheredInput(node.Inputs[0], uses, data.LHSCrossSize, data.ContractingSize)
+			src, g := GatheredInput(node.Inputs[0], uses, data.LHSCrossSize, data.ContractingSize, 0)
 			if g == nil {
 				continue
 			}
@@ -131,10 +129,10 @@ func CountUses(b *gobackend.Builder) map[*gobackend.Node]int {
 // returns the Gather's operand and the runs. A transformation that makes the
 // matmul read src instead leaves the Gather and Reshapes dead (not executed).
 //
-// Where the operand is a zero padding with no other use (a convolution's),
-// src is what was padded and the runs in the padding are zeros: the padded
-// copy is never written.
-func GatheredInput(x *gobackend.Node, uses map[*gobackend.Node]int, m, k int) (src *gobackend.Node, g *GatheredLHS) {
+// Where the operand is a Pad with fill (bit for bit) and no other use (a
+// convolution's +0, max pooling's −∞), src is what was padded and the runs
+// in the padding are ops.PaddingRun: the padded copy is never written.
+func GatheredInput(x *gobackend.Node, uses map[*gobackend.Node]int, m, k int, fill float32) (src *gobackend.Node, g *GatheredLHS) {
 	for x.OpType == compute.OpTypeReshape && uses[x] == 1 {
 		x = x.Inputs[0]
 	}
@@ -145,30 +143,29 @@ func GatheredInput(x *gobackend.Node, uses map[*gobackend.Node]int, m, k int) (s
 		return nil, nil
 	}
 	if pad := x.Inputs[0]; uses[pad] == 1 {
-		if unpadded := withoutZeroPadding(pad, x, g); unpadded != nil {
+		if unpadded := withoutPadding(pad, x, g, fill); unpadded != nil {
 			return pad.Inputs[0], unpadded
 		}
 	}
 	return x.Inputs[0], g
 }
 
-// minUnpaddedRun is the shortest run withoutZeroPadding splits runs into:
+// minUnpaddedRun is the shortest run withoutPadding splits runs into:
 // shorter ones (the 3 channels of an image) cost more to pack one by one
 // than the padded copy.
 const minUnpaddedRun = 32
 
-// withoutZeroPadding returns g, runs of the output of pad (a Pad with +0,
-// no interior padding) that gather reads, as runs of pad's operand: each
-// run split where it crosses the padding's border, into runs along the
-// slices' first axis longer than 1 (the axes after it whole and unpadded),
-// those in the padding ZeroRun. Or nil where that does not apply.
-func withoutZeroPadding(pad, gather *gobackend.Node, g *GatheredLHS) *GatheredLHS {
+// withoutPadding returns g, runs of the output of pad (a Pad with fill, no
+// interior padding) that gather reads, as runs of pad's operand: each run
+// split where it crosses the padding's border, into runs along the slices'
+// first axis longer than 1 (the axes after it whole and unpadded), those in
+// the padding ops.PaddingRun. Or nil where that does not apply.
+func withoutPadding(pad, gather *gobackend.Node, g *GatheredLHS, fill float32) *GatheredLHS {
 	axes, ok := ops.PadParams(pad)
 	if !ok || pad.Inputs[1].OpType != compute.OpTypeConstant || pad.Inputs[0].Shape.Size() > math.MaxInt32 {
 		return nil
 	}
-	fill := pad.Inputs[1]
-	if v, ok := fill.Data.(*gobackend.Buffer).Flat.([]float32); !ok || len(v) != 1 || math.Float32bits(v[0]) != 0 {
+	if v, ok := pad.Inputs[1].Data.(*gobackend.Buffer).Flat.([]float32); !ok || len(v) != 1 || math.Float32bits(v[0]) != math.Float32bits(fill) {
 		return nil
 	}
 	_, _, _, _, sliceSizes, _ := ops.GatherParams(gather)
@@ -213,7 +210,7 @@ func withoutZeroPadding(pad, gather *gobackend.Node, g *GatheredLHS) *GatheredLH
 				at += c * strides[i]
 			}
 			if !inside {
-				at = ZeroRun
+				at = ops.PaddingRun
 			}
 			u.Offsets[r*parts+j] = int32(at)
 		}
@@ -289,4 +286,33 @@ func axesFrom(from, count int) []int {
 		axes[i] = from + i
 	}
 	return axes
+}
+
+// gatheredMaxFusion lets a float32 ReduceMax over the middle axis of [A, B,
+// C] read its operand straight from a Gather of contiguous runs of whole
+// multiples of C, possibly reshaped (max pooling's windows, im2col), and a
+// −∞ padding under it skipped (ops.GatheredMax): neither the windows nor
+// the padded map are written.
+type gatheredMaxFusion struct{}
+
+func (gatheredMaxFusion) Name() string { return "GatheredMaxFusion(ReduceMax)" }
+
+func (gatheredMaxFusion) Apply(b *gobackend.Builder) (bool, error) {
+	uses := CountUses(b)
+	for _, f := range b.Functions {
+		for _, node := range f.Nodes {
+			cfg, ok := node.Data.(*ops.ReduceConfig)
+			if node.OpType != compute.OpTypeReduceMax || !ok || cfg.Pattern != ops.ReduceMiddle || node.Shape.DType != dtypes.Float32 ||
+				node.Shape.IsDynamic() || cfg.C < 1 {
+				continue
+			}
+			src, g := GatheredInput(node.Inputs[0], uses, cfg.A, cfg.B*cfg.C, float32(math.Inf(-1)))
+			if g == nil || g.RunLen%cfg.C != 0 {
+				continue
+			}
+			node.Inputs = []*gobackend.Node{src}
+			node.Data = &ops.GatheredMax{Runs: g.Runs, RunLen: g.RunLen, C: cfg.C, Offsets: g.Offsets}
+		}
+	}
+	return false, nil
 }

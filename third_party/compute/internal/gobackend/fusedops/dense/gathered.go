@@ -33,7 +33,7 @@ func (gatheredLHSFusion) Apply(b *gobackend.Builder) (bool, error) {
 				!dot.FindRegisteredImplementation(data.layout, dtypes.Float32, dtypes.Float32).Has(dot.ReadsGatheredLHS, data.layout, dtypes.Float32, dtypes.Float32) {
 				continue
 			}
-			src, g := dot.GatheredInput(node.Inputs[0], uses, data.lhsCrossSize, data.contractingSize)
+			src, g := dot.GatheredInput(node.Inputs[0], uses, data.lhsCrossSize, data.contractingSize, 0)
 			if g == nil {
 				continue
 			}
