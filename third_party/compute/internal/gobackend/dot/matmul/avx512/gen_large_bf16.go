@@ -381,6 +381,9 @@ func avx512LargeMatrixSliceBFloat16( //alt:bf16
 				lhsPanelEnd := (rowPanelIdx + 1) * params.LHSPanelCrossSize
 				lhsPanelHeight := min(rowEnd, lhsPanelEnd) - lhsPanelRowIdx
 
+				canDirectOutput := (lhsPanelHeight%params.LHSL1KernelRows == 0) && (rhsPanelWidth%params.RHSL1KernelCols == 0)
+				//alt:f32 // A plain LHS of whole strips is read in place by the kernel, not packed.
+				//alt:f32 directLHS := AVX512UseAsm && canDirectOutput && len(cachedLHSPanels) == 0 && params.GatheredLHS == nil
 				if len(cachedLHSPanels) > 0 {
 					numRowPanels := (lhsCrossSize + params.LHSPanelCrossSize - 1) / params.LHSPanelCrossSize
 					kPanelIdx := contractingPanelIdx / params.PanelContractingSize
@@ -390,13 +393,13 @@ func avx512LargeMatrixSliceBFloat16( //alt:bf16
 					packedLHS = panel[stripOffset*stripSize:]
 					//alt:f32 } else if params.GatheredLHS != nil {
 					//alt:f32 avx512PackGatheredLHSFloat32(lhsMatrix, params.GatheredLHS, packedLHS, lhsPanelRowIdx, contractingPanelIdx, lhsPanelHeight, contractingPanelWidth)
-				} else {
+					//alt:f32 } else if !directLHS {
+				} else { //alt:bf16|f16|f64
 					avx512PackLHSKernelRows4(lhsMatrix, packedLHS, lhsPanelRowIdx, contractingPanelIdx, contractingSize, lhsPanelHeight, contractingPanelWidth, params.LHSL1KernelRows) //alt:f32|bf16|f16|f64
 				}
 
 				isFirstContractingPanel := contractingPanelIdx == 0
 				accumulate := !isFirstContractingPanel
-				canDirectOutput := (lhsPanelHeight%params.LHSL1KernelRows == 0) && (rhsPanelWidth%params.RHSL1KernelCols == 0)
 
 				//alt:f32 lastContractingPanel := contractingPanelIdx+contractingPanelWidth == contractingSize
 				//alt:f32 epilogueDone := false
@@ -410,6 +413,10 @@ func avx512LargeMatrixSliceBFloat16( //alt:bf16
 						//alt:f32 e := newKernelEpilogue(params.EpilogueValues, outOffset, rhsPanelColIdx)
 						//alt:f32 epi, epilogueDone = &e, true
 						//alt:f32 }
+						//alt:f32 if directLHS {
+						//alt:f32 avx512LargeKernelDirectLHSFloat32(lhsMatrix, lhsPanelRowIdx*contractingSize+contractingPanelIdx, contractingSize,
+						//alt:f32 packedRHS, outSlice, rhsCrossSize, contractingPanelWidth, lhsPanelHeight, rhsPanelWidth, accumulate, epi)
+						//alt:f32 } else {
 						//alt:f32 avx512LargeKernelFloat32Asm(
 						avx512LargeKernelBFloat16Asm( //alt:bf16
 							//alt:f16  avx512LargeKernelFloat16Asm(
@@ -421,6 +428,7 @@ func avx512LargeMatrixSliceBFloat16( //alt:bf16
 							//alt:f32 accumulate, epi,
 							accumulate, //alt:bf16|f16|f64
 						)
+						//alt:f32 }
 					} else { //alt:f32|bf16|f16|f64
 						//alt:f32 avx512LargeKernelFloat32(
 						avx512LargeKernelBFloat16( //alt:bf16

@@ -375,6 +375,9 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 				lhsPanelEnd := (rowPanelIdx + 1) * params.LHSPanelCrossSize
 				lhsPanelHeight := min(rowEnd, lhsPanelEnd) - lhsPanelRowIdx
 
+				canDirectOutput := (lhsPanelHeight%params.LHSL1KernelRows == 0) && (rhsPanelWidth%params.RHSL1KernelCols == 0)
+				// A plain LHS of whole strips is read in place by the kernel, not packed. //alt:f32
+				directLHS := AVX512UseAsm && canDirectOutput && len(cachedLHSPanels) == 0 && params.GatheredLHS == nil //alt:f32
 				if len(cachedLHSPanels) > 0 {
 					numRowPanels := (lhsCrossSize + params.LHSPanelCrossSize - 1) / params.LHSPanelCrossSize
 					kPanelIdx := contractingPanelIdx / params.PanelContractingSize
@@ -384,13 +387,13 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 					packedLHS = panel[stripOffset*stripSize:]
 				} else if params.GatheredLHS != nil { //alt:f32
 					avx512PackGatheredLHSFloat32(lhsMatrix, params.GatheredLHS, packedLHS, lhsPanelRowIdx, contractingPanelIdx, lhsPanelHeight, contractingPanelWidth) //alt:f32
-				} else {
+				} else if !directLHS { //alt:f32
+					//alt:bf16|f16|f64 } else {
 					avx512PackLHSKernelRows4(lhsMatrix, packedLHS, lhsPanelRowIdx, contractingPanelIdx, contractingSize, lhsPanelHeight, contractingPanelWidth, params.LHSL1KernelRows) //alt:f32|bf16|f16|f64
 				}
 
 				isFirstContractingPanel := contractingPanelIdx == 0
 				accumulate := !isFirstContractingPanel
-				canDirectOutput := (lhsPanelHeight%params.LHSL1KernelRows == 0) && (rhsPanelWidth%params.RHSL1KernelCols == 0)
 
 				lastContractingPanel := contractingPanelIdx+contractingPanelWidth == contractingSize //alt:f32
 				epilogueDone := false                                                                //alt:f32
@@ -404,17 +407,22 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 							e := newKernelEpilogue(params.EpilogueValues, outOffset, rhsPanelColIdx) //alt:f32
 							epi, epilogueDone = &e, true                                             //alt:f32
 						} //alt:f32
-						avx512LargeKernelFloat32Asm( //alt:f32
-							//alt:bf16 avx512LargeKernelBFloat16Asm(
-							//alt:f16 avx512LargeKernelFloat16Asm(
-							//alt:f64 avx512LargeKernelFloat64Asm(
-							packedLHS, packedRHS, outSlice,
-							params.LHSPanelCrossSize, rhsCrossSize,
-							contractingPanelWidth,
-							lhsPanelHeight, rhsPanelWidth,
-							accumulate, epi, //alt:f32
-							//alt:bf16|f16|f64 accumulate,
-						)
+						if directLHS { //alt:f32
+							avx512LargeKernelDirectLHSFloat32(lhsMatrix, lhsPanelRowIdx*contractingSize+contractingPanelIdx, contractingSize, //alt:f32
+								packedRHS, outSlice, rhsCrossSize, contractingPanelWidth, lhsPanelHeight, rhsPanelWidth, accumulate, epi) //alt:f32
+						} else { //alt:f32
+							avx512LargeKernelFloat32Asm( //alt:f32
+								//alt:bf16 avx512LargeKernelBFloat16Asm(
+								//alt:f16 avx512LargeKernelFloat16Asm(
+								//alt:f64 avx512LargeKernelFloat64Asm(
+								packedLHS, packedRHS, outSlice,
+								params.LHSPanelCrossSize, rhsCrossSize,
+								contractingPanelWidth,
+								lhsPanelHeight, rhsPanelWidth,
+								accumulate, epi, //alt:f32
+								//alt:bf16|f16|f64 accumulate,
+							)
+						} //alt:f32
 					} else { //alt:f32|bf16|f16|f64
 						avx512LargeKernelFloat32( //alt:f32
 							//alt:bf16 avx512LargeKernelBFloat16(

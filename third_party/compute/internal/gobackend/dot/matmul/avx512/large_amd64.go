@@ -27,6 +27,31 @@ func avx512LargeKernelFloat32Asm(
 	epi *kernelEpilogue,
 )
 
+// avx512LargeKernelDirectLHSFloat32Asm is avx512LargeKernelFloat32Asm
+// reading the LHS where it lies instead of packed: row r of the block at
+// lhs + r·lhsStride bytes, K contiguous values each; lhsActiveRows a
+// multiple of 8. It saves packing an LHS that is read from memory anyway,
+// its loads overlapping the FMAs. Defined in large_direct_amd64_float32.s.
+//
+//go:noescape
+func avx512LargeKernelDirectLHSFloat32Asm(
+	lhs unsafe.Pointer, lhsStride int,
+	packedRHS, packedOutput []float32,
+	rhsPanelCols int,
+	contractingLen int,
+	lhsActiveRows, rhsActiveCols int,
+	accumulate bool,
+	epi *kernelEpilogue,
+)
+
+// avx512LargeKernelDirectLHSFloat32 runs avx512LargeKernelDirectLHSFloat32Asm
+// on the rows of lhs from lhs[offset] on, stride values apart.
+func avx512LargeKernelDirectLHSFloat32(lhs []float32, offset, stride int, packedRHS, out []float32, outStride, contractingLen, rows, cols int,
+	accumulate bool, epi *kernelEpilogue) {
+	_ = lhs[offset+(rows-1)*stride+contractingLen-1] // the kernel reads no further
+	avx512LargeKernelDirectLHSFloat32Asm(unsafe.Pointer(&lhs[offset]), stride*4, packedRHS, out, outStride, contractingLen, rows, cols, accumulate, epi)
+}
+
 // kernelEpilogue is dot.EpilogueValues for one call of
 // avx512LargeKernelFloat32Asm: pointers at the call's first output column
 // (bias) and first output element (residual, laid out as the output), nil
