@@ -132,7 +132,47 @@ func dispatchFastTranspose(backend *gobackend.Backend, operand, output *gobacken
 		return dispatchTransposeTrailing(backend, operand, output, dims, permutations)
 	}
 
+	// Case 4: float32 [B, X, Y] → [B, Y, X] once axes that stay together are
+	// merged: NCHW → NHWC ([N, C, H·W] → [N, H·W, C]), a model's image input.
+	if in, ok := operand.Flat.([]float32); ok {
+		if merged, perm := mergeAdjacentAxes(dims, permutations); len(perm) == 3 && perm[0] == 0 && perm[1] == 2 && perm[2] == 1 {
+			out := output.Flat.([]float32)
+			n := merged[1] * merged[2]
+			for b := range merged[0] {
+				transpose2D(backend, in[b*n:(b+1)*n], out[b*n:(b+1)*n], merged[1], merged[2])
+			}
+			return true
+		}
+	}
+
 	return false
+}
+
+// mergeAdjacentAxes merges the axes of dims that permutation keeps next to
+// each other, in order: the same transpose on fewer, larger axes.
+func mergeAdjacentAxes(dims, permutation []int) (merged, perm []int) {
+	// Runs of operand axes that follow each other in the output.
+	type run struct{ first, size int }
+	var runs []run
+	for i, p := range permutation {
+		if i > 0 && p == permutation[i-1]+1 {
+			runs[len(runs)-1].size *= dims[p]
+			continue
+		}
+		runs = append(runs, run{p, dims[p]})
+	}
+	// Renumber the runs in operand order.
+	order := make([]int, len(runs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return runs[a].first - runs[b].first })
+	merged, perm = make([]int, len(runs)), make([]int, len(runs))
+	for newAxis, r := range order {
+		merged[newAxis] = runs[r].size
+		perm[r] = newAxis
+	}
+	return merged, perm
 }
 
 func dispatchIdentity(operand, output *gobackend.Buffer) bool {

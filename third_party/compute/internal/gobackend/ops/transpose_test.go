@@ -66,6 +66,26 @@ func TestTransposeFastPaths(t *testing.T) {
 			permutations: []int{0, 2, 1, 3, 4},
 		},
 		{
+			name:         "NCHW_to_NHWC",
+			shape:        shapes.Make(dtypes.Float32, 2, 3, 5, 7),
+			permutations: []int{0, 2, 3, 1},
+		},
+		{
+			name:         "NHWC_to_NCHW",
+			shape:        shapes.Make(dtypes.Float32, 3, 5, 7, 4),
+			permutations: []int{0, 3, 1, 2},
+		},
+		{
+			name:         "batched_2D_large",
+			shape:        shapes.Make(dtypes.Float32, 2, 40, 600),
+			permutations: []int{0, 2, 1},
+		},
+		{
+			name:         "mergeable_not_batched",
+			shape:        shapes.Make(dtypes.Float32, 2, 3, 4, 5),
+			permutations: []int{2, 3, 0, 1},
+		},
+		{
 			name:         "identity_4D",
 			shape:        shapes.Make(dtypes.Float32, 2, 3, 4, 5),
 			permutations: []int{0, 1, 2, 3},
