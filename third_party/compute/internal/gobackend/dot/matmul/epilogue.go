@@ -61,17 +61,13 @@ func (e Epilogue[T]) applyBlock(out []T, stride, row, rows, col, cols int) {
 	}
 }
 
-// values returns e for a kernel to apply in registers, or nil when its
-// activation is not the ReLU.
-func (e Epilogue[T]) values() *dot.EpilogueValues {
+// epilogueValues returns e for a kernel to apply in registers, or nil when
+// its activation is not the ReLU.
+func epilogueValues(e Epilogue[float32]) *dot.EpilogueValues {
 	if e.Activation != nil && !e.ReLU {
 		return nil
 	}
-	ev, ok := any(e).(Epilogue[float32])
-	if !ok {
-		return nil
-	}
-	return &dot.EpilogueValues{Bias: ev.Bias, Residual: ev.Residual, ReLU: ev.ReLU}
+	return &dot.EpilogueValues{Bias: e.Bias, Residual: e.Residual, ReLU: e.ReLU}
 }
 
 // HasWork returns true if the epilogue contains a bias, a residual or an activation.

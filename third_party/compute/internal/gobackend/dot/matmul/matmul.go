@@ -43,9 +43,9 @@ type CacheParams struct {
 	// Selected to make the panel fit into L2/L3 caches.
 	RHSPanelCrossSize int // Nc: L3 cols
 
-	// GatheredLHS and Epilogue are not tuning parameters: set for one call,
-	// they are that call's dot.NodeData.GatheredLHS (its lhs is the source of
-	// a gathered LHS) and dot.NodeData.Epilogue.
+	// GatheredLHS, Epilogue and EpilogueValues are not tuning parameters: set
+	// for one call, they are that call's dot.NodeData.GatheredLHS (its lhs is
+	// the source of a gathered LHS), Epilogue and EpilogueValues.
 	GatheredLHS    *dot.GatheredLHS
 	Epilogue       func(out []float32, stride, row, rows, col, cols int)
 	EpilogueValues *dot.EpilogueValues
@@ -117,7 +117,7 @@ func ExecuteWithEpilogue[I, O interface {
 		// Applied block by block by the implementation, while each block is in cache.
 		withEpilogue := *nodeData
 		withEpilogue.Epilogue = e.applyBlock
-		withEpilogue.EpilogueValues = e.values()
+		withEpilogue.EpilogueValues = epilogueValues(e)
 		nodeData = &withEpilogue
 		epilogue = Epilogue[O]{}
 	}

@@ -402,16 +402,16 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 				accumulate := !isFirstContractingPanel
 
 				//alt:f32 lastContractingPanel := contractingPanelIdx+contractingPanelWidth == contractingSize
-				//alt:f32 epilogueDone := false
+				//alt:f32 // The kernel applies the epilogue to each tile of a direct block before storing it.
+				//alt:f32 epilogueInKernel := AVX512UseAsm && canDirectOutput && lastContractingPanel && params.EpilogueValues != nil
 				if canDirectOutput {
 					outOffset := lhsPanelRowIdx*rhsCrossSize + rhsPanelColIdx
 					outSlice := outputMatrix[outOffset : outOffset+(lhsPanelHeight-1)*rhsCrossSize+rhsPanelWidth]
 					if AVX512UseAsm { //alt:f32|bf16|f16|f64
 						//alt:f32 var epi *kernelEpilogue
-						//alt:f32 if lastContractingPanel && params.EpilogueValues != nil {
-						//alt:f32 // The kernel applies the epilogue to each tile before storing it.
+						//alt:f32 if epilogueInKernel {
 						//alt:f32 e := newKernelEpilogue(params.EpilogueValues, outOffset, rhsPanelColIdx)
-						//alt:f32 epi, epilogueDone = &e, true
+						//alt:f32 epi = &e
 						//alt:f32 }
 						//alt:f32 if directLHS {
 						//alt:f32 avx512LargeKernelDirectLHSFloat32(lhsMatrix, lhsPanelRowIdx*contractingSize+contractingPanelIdx, contractingSize,
@@ -504,7 +504,7 @@ func avx512LargeMatrixSliceFloat16( //alt:f16
 						rhsCrossSize,
 						lhsPanelHeight, rhsPanelWidth)
 				}
-				//alt:f32 if params.Epilogue != nil && lastContractingPanel && !epilogueDone && (canDirectOutput || !useAccum) {
+				//alt:f32 if params.Epilogue != nil && lastContractingPanel && !epilogueInKernel && (canDirectOutput || !useAccum) {
 				//alt:f32 // The block's sums are final: the epilogue while it is in cache.
 				//alt:f32 params.Epilogue(outputMatrix, rhsCrossSize, lhsPanelRowIdx, lhsPanelHeight, rhsPanelColIdx, rhsPanelWidth)
 				//alt:f32 }

@@ -396,16 +396,16 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 				accumulate := !isFirstContractingPanel
 
 				lastContractingPanel := contractingPanelIdx+contractingPanelWidth == contractingSize //alt:f32
-				epilogueDone := false                                                                //alt:f32
+				// The kernel applies the epilogue to each tile of a direct block before storing it. //alt:f32
+				epilogueInKernel := AVX512UseAsm && canDirectOutput && lastContractingPanel && params.EpilogueValues != nil //alt:f32
 				if canDirectOutput {
 					outOffset := lhsPanelRowIdx*rhsCrossSize + rhsPanelColIdx
 					outSlice := outputMatrix[outOffset : outOffset+(lhsPanelHeight-1)*rhsCrossSize+rhsPanelWidth]
 					if AVX512UseAsm { //alt:f32|bf16|f16|f64
-						var epi *kernelEpilogue                                   //alt:f32
-						if lastContractingPanel && params.EpilogueValues != nil { //alt:f32
-							// The kernel applies the epilogue to each tile before storing it. //alt:f32
+						var epi *kernelEpilogue //alt:f32
+						if epilogueInKernel {   //alt:f32
 							e := newKernelEpilogue(params.EpilogueValues, outOffset, rhsPanelColIdx) //alt:f32
-							epi, epilogueDone = &e, true                                             //alt:f32
+							epi = &e                                                                 //alt:f32
 						} //alt:f32
 						if directLHS { //alt:f32
 							avx512LargeKernelDirectLHSFloat32(lhsMatrix, lhsPanelRowIdx*contractingSize+contractingPanelIdx, contractingSize, //alt:f32
@@ -498,7 +498,7 @@ func avx512LargeMatrixSliceFloat32( //alt:f32
 						rhsCrossSize,
 						lhsPanelHeight, rhsPanelWidth)
 				}
-				if params.Epilogue != nil && lastContractingPanel && !epilogueDone && (canDirectOutput || !useAccum) { //alt:f32
+				if params.Epilogue != nil && lastContractingPanel && !epilogueInKernel && (canDirectOutput || !useAccum) { //alt:f32
 					// The block's sums are final: the epilogue while it is in cache. //alt:f32
 					params.Epilogue(outputMatrix, rhsCrossSize, lhsPanelRowIdx, lhsPanelHeight, rhsPanelColIdx, rhsPanelWidth) //alt:f32
 				} //alt:f32
