@@ -5,6 +5,7 @@
 #include "textflag.h"
 
 // The packed LHS: 8-row strips [K][8] at R8, one after another; SI walks the strip.
+#define COLS_CMP CMPQ BX, rhsActiveCols+104(FP)
 #define LHS_ROWS_CMP CMPQ AX, R13
 #define LHS_STRIP_SETUP \
 	MOVQ AX, SI; \
@@ -37,7 +38,6 @@ TEXT ·avx512LargeKernelFloat32Asm(SB), NOSPLIT, $0-128
 	MOVQ rhsPanelCols+80(FP), R11        // R11 = outputStride (cols)
 	MOVQ contractingLen+88(FP), R12      // R12 = contractingLen (K)
 	MOVQ lhsActiveRows+96(FP), R13       // R13 = lhsActiveRows (M)
-	MOVQ rhsActiveCols+104(FP), R14      // R14 = rhsActiveCols (N)
 	MOVB accumulate+112(FP), R15         // R15 = accumulate (0 = overwrite, 1 = add)
 
 	SHLQ $2, R11                         // R11 = outputStride in bytes

@@ -6,6 +6,7 @@
 
 // The LHS read in place: row r of the call's block at R8 + r·R13 bytes (R15 =
 // 3·R13); SI points at row 0 of the strip, DX at its row 3.
+#define COLS_CMP CMPQ BX, rhsActiveCols+88(FP)
 #define LHS_ROWS_CMP CMPQ AX, lhsActiveRows+80(FP)
 #define LHS_STRIP_SETUP \
 	MOVQ AX, SI; \
@@ -40,7 +41,6 @@ TEXT ·avx512LargeKernelDirectLHSFloat32Asm(SB), NOSPLIT, $0-112
 	MOVQ packedOutput_base+40(FP), R10   // R10 = outBasePtr
 	MOVQ rhsPanelCols+64(FP), R11        // R11 = outputStride (cols)
 	MOVQ contractingLen+72(FP), R12      // R12 = contractingLen (K)
-	MOVQ rhsActiveCols+88(FP), R14       // R14 = rhsActiveCols (N)
 
 	SHLQ $2, R11                         // R11 = outputStride in bytes
 

@@ -13,8 +13,9 @@
 //	TEST_ACCUMULATE    sets the flags from the accumulate argument (ZF: overwrite)
 //
 // Registers: R9 packed RHS, R10 output, R11 output stride in bytes, R12 K,
-// R14 N, AX row, BX column, CX, DI, Z0..Z27; SI for the epilogue pointer
-// when storing. The rest are the includer's.
+// R14 next strip prefetch, AX row, BX column, CX, DI, Z0..Z27; SI for the
+// epilogue pointer when storing. The rest are the includer's, who also
+// defines COLS_CMP (compares BX with the columns to compute).
 
 // RHS_PREFETCH is how far ahead of the RHS strip being read the k-loop prefetches,
 // in bytes (16 k-steps): far enough to hide a cache miss where the hardware
@@ -49,10 +50,21 @@
 	VADDPS 64(p), Z15, Z15
 
 loop_rhs:
-	CMPQ BX, R14
+	COLS_CMP
 	JGE done
 
 	XORQ AX, AX                          // AX = lhsRowIdx = 0
+
+	// R14 = the next strip, R9 + (BX+32)·K·4: the row tiles of this strip
+	// prefetch it into L2, a line every k pair, so that a strip read once
+	// (few rows) streams from memory while the FMAs run instead of in a
+	// burst at its first tile. A strip is K·128 bytes: 4 tiles of K/2
+	// pairs cover it.
+	MOVQ BX, R14
+	ADDQ $32, R14
+	IMULQ R12, R14
+	SHLQ $2, R14
+	ADDQ R9, R14
 
 loop_lhs:
 	LHS_ROWS_CMP
@@ -153,6 +165,7 @@ k_pair_loop:
 	ADDQ $128, DI
 	PREFETCHT0 RHS_PREFETCH(DI)
 	PREFETCHT0 (RHS_PREFETCH+64)(DI)
+	PREFETCHT1 (R14)
 
 	// Step B: FMAs using Buffer B (Z26, Z27) while loading next Buffer A (Z16, Z17, Z18..Z25)
 	VFMADD231PS Z26, Z18, Z0
@@ -193,6 +206,7 @@ k_pair_loop:
 	ADDQ $128, DI
 	PREFETCHT0 RHS_PREFETCH(DI)
 	PREFETCHT0 (RHS_PREFETCH+64)(DI)
+	ADDQ $64, R14
 
 	DECQ CX
 	JNZ k_pair_loop
