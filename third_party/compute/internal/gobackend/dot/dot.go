@@ -29,6 +29,7 @@ import (
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/shapeinference"
 	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/compute/support/xslices"
 	"github.com/pkg/errors"
 	"k8s.io/klog/v2"
 )
@@ -239,6 +240,23 @@ func DotGeneral(f *gobackend.Function,
 		return nil, err
 	}
 
+	// Patch (lorafit): when the operands must be transposed for the kernels,
+	// multiplying them the other way round and transposing the product can
+	// move fewer values: the weight gradient hᵀ·dY of a narrow layer (LoRA's
+	// B, h [M, r]) arrives as dYᵀ·h, which would copy all of dY [M, O].
+	if SwapOperands(lhs.Shape, lhsContractingAxes, lhsBatchAxes, rhs.Shape, rhsContractingAxes, rhsBatchAxes) {
+		swapped, err := DotGeneral(f, rhs, rhsContractingAxes, rhsBatchAxes, lhs, lhsContractingAxes, lhsBatchAxes, config)
+		if err != nil {
+			return nil, err
+		}
+		// [batch, rhs cross, lhs cross] → [batch, lhs cross, rhs cross].
+		batch := len(lhsBatchAxes)
+		lhsCross := lhs.Shape.Rank() - batch - len(lhsContractingAxes)
+		rhsCross := rhs.Shape.Rank() - batch - len(rhsContractingAxes)
+		perm := append(xslices.Iota(0, batch), xslices.Iota(batch+rhsCross, lhsCross)...)
+		return f.Transpose(swapped, append(perm, xslices.Iota(batch, rhsCross)...)...)
+	}
+
 	// Create node params or the "normalized" dot-general, after all reshaping/transposition.
 	// - LayoutNonTransposed: lhs=[batch, lhsCross, contracting], rhs=[batch, contracting, rhsCross]
 	// - LayoutTransposed:    lhs=[batch, lhsCross, contracting], rhs=[batch, rhsCross, contracting]
@@ -372,6 +390,43 @@ func reshapeToSupportedLayout(
 	}
 	params.Layout = targetLayout
 	return lhs, rhs, params, nil
+}
+
+// SwapOperands tells whether lhs·rhs is better computed as (rhs·lhs)ᵀ: when
+// the operands' axes must be moved for the kernels (reshapeToSupportedLayout)
+// and moving them the other way round, plus transposing the product, copies
+// fewer values.
+func SwapOperands(lhs shapes.Shape, lhsContractingAxes, lhsBatchAxes []int, rhs shapes.Shape, rhsContractingAxes, rhsBatchAxes []int) bool {
+	if lhs.IsDynamic() || rhs.IsDynamic() ||
+		LayoutForDotGeneral(lhs, lhsContractingAxes, lhsBatchAxes, rhs, rhsContractingAxes, rhsBatchAxes) != LayoutIncompatible {
+		return false
+	}
+	product := 1
+	for axis, d := range lhs.Dimensions {
+		if !slices.Contains(lhsContractingAxes, axis) {
+			product *= d
+		}
+	}
+	for axis, d := range rhs.Dimensions {
+		if !slices.Contains(rhsContractingAxes, axis) && !slices.Contains(rhsBatchAxes, axis) {
+			product *= d
+		}
+	}
+	swapped := transposedValues(rhs, rhsContractingAxes, rhsBatchAxes, lhs, lhsContractingAxes, lhsBatchAxes) + product
+	return swapped < transposedValues(lhs, lhsContractingAxes, lhsBatchAxes, rhs, rhsContractingAxes, rhsBatchAxes)
+}
+
+// transposedValues counts the values reshapeToSupportedLayout copies to
+// bring lhs and rhs, whose layout is incompatible, to a supported one.
+func transposedValues(lhs shapes.Shape, lhsContractingAxes, lhsBatchAxes []int, rhs shapes.Shape, rhsContractingAxes, rhsBatchAxes []int) int {
+	n := 0
+	if !isIdentity(sidePermutation(lhs.Rank(), lhsContractingAxes, lhsBatchAxes, LayoutTransposed)) {
+		n += lhs.Size()
+	}
+	if !rhsInOrder(rhsContractingAxes, rhsBatchAxes) && !isIdentity(sidePermutation(rhs.Rank(), rhsContractingAxes, rhsBatchAxes, LayoutTransposed)) {
+		n += rhs.Size()
+	}
+	return n
 }
 
 // rhsInOrder tells whether an operand's axes are already [batch...,

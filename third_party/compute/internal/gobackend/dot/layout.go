@@ -1,6 +1,8 @@
 package dot
 
 import (
+	"slices"
+
 	"github.com/gomlx/compute/internal/gobackend"
 	"github.com/gomlx/compute/shapes"
 	"github.com/pkg/errors"
@@ -147,33 +149,13 @@ func transposeSide(f *gobackend.Function, node *gobackend.Node, contractingAxes,
 		}
 	}
 
-	var perm []int
-	switch layout {
-	case LayoutTransposed:
-		// Batch, Cross, Contracting
-		perm = append(perm, batchAxes...)
-		perm = append(perm, crossAxes...)
-		perm = append(perm, contractingAxes...)
-	case LayoutNonTransposed:
-		// Batch, Contracting, Cross
-		perm = append(perm, batchAxes...)
-		perm = append(perm, contractingAxes...)
-		perm = append(perm, crossAxes...)
-	default:
+	if layout != LayoutTransposed && layout != LayoutNonTransposed {
 		return nil, nil, nil, errors.Errorf("unsupported layout %v in transposeSide", layout)
 	}
-
-	// Check if already in order
-	alreadyInOrder := true
-	for i, p := range perm {
-		if p != i {
-			alreadyInOrder = false
-			break
-		}
-	}
+	perm := sidePermutation(rank, contractingAxes, batchAxes, layout)
 
 	newNode := node
-	if !alreadyInOrder {
+	if !isIdentity(perm) {
 		transposed, err := f.Transpose(node, perm...)
 		if err != nil {
 			return nil, nil, nil, err
@@ -201,6 +183,32 @@ func transposeSide(f *gobackend.Function, node *gobackend.Node, contractingAxes,
 	}
 
 	return newNode, newContractingAxes, newBatchAxes, nil
+}
+
+// sidePermutation orders an operand's axes as layout wants them: batch,
+// cross, contracting (LayoutTransposed) or batch, contracting, cross.
+func sidePermutation(rank int, contractingAxes, batchAxes []int, layout Layout) []int {
+	perm := append([]int(nil), batchAxes...)
+	var cross []int
+	for axis := range rank {
+		if !slices.Contains(contractingAxes, axis) && !slices.Contains(batchAxes, axis) {
+			cross = append(cross, axis)
+		}
+	}
+	if layout == LayoutTransposed {
+		return append(append(perm, cross...), contractingAxes...)
+	}
+	return append(append(perm, contractingAxes...), cross...)
+}
+
+// isIdentity tells whether perm leaves every axis where it is.
+func isIdentity(perm []int) bool {
+	for i, p := range perm {
+		if p != i {
+			return false
+		}
+	}
+	return true
 }
 
 // TransposeToLayout transposes the axes of lhs and rhs so that their semantic groups
