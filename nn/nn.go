@@ -63,7 +63,9 @@ func (m Module) WeightShape() []int {
 //
 // Taps whose every input row or column falls in the padding are skipped: at
 // 28×28 inputs ResNet's layer4 runs on 1×1 maps, where a padded 3×3 conv only
-// ever multiplies its centre tap. Skipping them is exact.
+// ever multiplies its centre tap. Skipping them is exact. A constant weight
+// on a map with fewer pixels than live taps (layer3's 2×2 maps) is one
+// dense product instead (denseConv), which multiplies no padding at all.
 //
 // No operand of the matmuls is reshaped or transposed at run time (the Go
 // backend copies a reshaped buffer that another op still reads, as the
@@ -139,6 +141,9 @@ func conv2D(x, w *Node, k, stride, padding, groups int, product func(p, w *Node)
 	if k == 1 && stride == 1 && padding == 0 && groups == 1 {
 		return product(x, w)
 	}
+	if t := constValue(w); t != nil && groups == 1 && h*wi <= len(rows)*len(cols) && h*wi*c*ho*wo*o <= maxDenseConv {
+		return denseConv(x, t, k, stride, padding, ho, wo)
+	}
 	cg := c / groups
 	if len(rows) != k || len(cols) != k {
 		w = liveWeights(w, k, cg, rows, cols)
@@ -154,6 +159,49 @@ func conv2D(x, w *Node, k, stride, padding, groups int, product func(p, w *Node)
 	og := o / groups
 	p := Reshape(TransposeAllAxes(Reshape(patches, m, taps, groups, cg), 2, 0, 1, 3), groups, m, taps*cg)
 	y := Einsum("gmk,gko->mgo", p, groupedWeights(w, taps, cg, groups, og))
+	return Reshape(y, n, ho, wo, o)
+}
+
+// maxDenseConv caps denseConv's matrix, in values (4 MiB): it holds each
+// tap once per pixel pair, more than the weight, and a frozen weight is
+// read from memory on every pass (resnet18's layer4 on the 2×2 maps of a
+// 64×64 input would need 16 MiB a conv).
+const maxDenseConv = 1 << 20
+
+// denseConv computes the conv of x [N,H,W,C] by the constant weight t
+// [k·k·C, O] as one product with a [H·W·C, Ho·Wo·O] matrix, for maps with
+// fewer pixels than live taps. On layer3's 2×2 maps at 28×28 input a
+// padded 3×3 conv reads 4 real pixels for each output pixel but im2col
+// multiplies all 9 taps, 5 of them by padding; the dense matrix holds each
+// tap once per (input, output) pixel pair it connects, zeros elsewhere:
+// 4/9 of the multiplies, and no padding or patches to copy. The sum for
+// each output runs over the same nonzero terms in the same order.
+func denseConv(x *Node, t *tensors.Tensor, k, stride, padding, ho, wo int) *Node {
+	d := x.Shape().Dimensions
+	n, h, wi, c := d[0], d[1], d[2], d[3]
+	src := tensors.MustCopyFlatData[float32](t)
+	o := len(src) / (k * k * c)
+	cols := ho * wo * o
+	dst := make([]float32, h*wi*c*cols)
+	for yi := range h {
+		for xi := range wi {
+			for yo := range ho {
+				for xo := range wo {
+					i, j := yi-yo*stride+padding, xi-xo*stride+padding
+					if i < 0 || i >= k || j < 0 || j >= k {
+						continue
+					}
+					for ci := range c {
+						row := ((yi*wi+xi)*c + ci) * cols
+						tap := ((i*k+j)*c + ci) * o
+						copy(dst[row+(yo*wo+xo)*o:row+(yo*wo+xo+1)*o], src[tap:tap+o])
+					}
+				}
+			}
+		}
+	}
+	dense := constant(x.Graph(), tensors.FromFlatDataAndDimensions(dst, h, wi, c, cols))
+	y := DotGeneral(x, []int{1, 2, 3}, nil, dense, []int{0, 1, 2}, nil) // [N, Ho·Wo·O]
 	return Reshape(y, n, ho, wo, o)
 }
 

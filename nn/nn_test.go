@@ -48,6 +48,8 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 		{"gather: 3x3 s1 p1 on 5x5", 5, 5, 3, 1, 1, 16, 0},
 		{"gather: 3x3 s2 p1 on 5x4", 5, 4, 3, 2, 1, 16, 0},
 		{"gather: 3x3 s1 p1 on 1x1 (centre tap only)", 1, 1, 3, 1, 1, 16, 0},
+		{"gather: 3x3 s1 p1 on 2x2 (fewer pixels than taps)", 2, 2, 3, 1, 1, 16, 0},
+		{"gather: 3x3 s2 p1 on 3x2", 3, 2, 3, 2, 1, 16, 0},
 		{"gather: 1x1 s2 p0 on 6x6", 6, 6, 1, 2, 0, 16, 0},
 		{"gather: 1x1 s1 p0 on 3x3 (no copy)", 3, 3, 1, 1, 0, 16, 0},
 		// ResNeXt's grouped 3×3 convs.
@@ -82,6 +84,16 @@ func TestConv2DMatchesNativeConvolution(t *testing.T) {
 			ref := grads(nativeConv)
 			assertNear(t, "d/dx", mine[0], ref[0])
 			assertNear(t, "d/dw", mine[1], ref[1])
+			// A weight baked in as a constant (a frozen base conv): on maps
+			// with fewer pixels than live taps, one dense product.
+			baked := func(x *Node) *Node {
+				c := ConstTensor(x.Graph(), w)
+				SetConst(c, w)
+				return Conv2D(x, c, tc.k, tc.s, tc.p, g)
+			}
+			assertNear(t, "baked output", MustExecOnce(b, baked, x), native)
+			bakedDx := MustExecOnce(b, func(x, r *Node) *Node { return Gradient(ReduceAllSum(Mul(baked(x), r)), x)[0] }, x, r)
+			assertNear(t, "baked d/dx", bakedDx, ref[0])
 			if g == 1 { // Conv2DNarrow, LoRA A's conv, is the same map with the product turned around
 				narrow := func(x, w *Node) *Node { return Conv2DNarrow(x, w, tc.k, tc.s, tc.p) }
 				assertNear(t, "narrow output", MustExecOnce(b, narrow, x, w), native)
