@@ -400,7 +400,11 @@ func TestOutputs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		testutil.AssertClose(t, fmt.Sprintf("stages [0,%d) in one pass vs chained", e), got[i], tensors.MustCopyFlatData[float32](y), 1e-6)
+		// Parts of 3 images against one of 5: the backend picks its matmul
+		// kernels by row count, and layer3's dense products on 2×2 maps have
+		// one row an image, so sums run in other orders (as the padded
+		// short batch above).
+		testutil.AssertClose(t, fmt.Sprintf("stages [0,%d) in one pass vs chained", e), got[i], tensors.MustCopyFlatData[float32](y), 1e-5)
 		x, from = y, e
 	}
 	if err := p.Parts(v[:len(v)-1], dims, func(int, int, []*tensors.Tensor) error { return nil }); err == nil {

@@ -85,7 +85,7 @@ func Conv2D(x, w *Node, k, stride, padding, groups int) *Node {
 // inference: differentiated, the fused op's gradient would also compute the
 // frozen weight's.
 func Conv2DShift(x, w, shift *Node, k, stride, padding, groups int, relu bool) *Node {
-	if groups > 1 || !fusedDense(x.Graph()) {
+	if groups > 1 || !fusedDense(x.Graph()) || dense(x, w, k, stride, padding, groups) {
 		y := Add(Conv2D(x, w, k, stride, padding, groups), ExpandLeftToRank(shift, 4))
 		if relu {
 			y = ReLU(y)
@@ -141,8 +141,8 @@ func conv2D(x, w *Node, k, stride, padding, groups int, product func(p, w *Node)
 	if k == 1 && stride == 1 && padding == 0 && groups == 1 {
 		return product(x, w)
 	}
-	if t := constValue(w); t != nil && groups == 1 && h*wi <= len(rows)*len(cols) && h*wi*c*ho*wo*o <= maxDenseConv {
-		return denseConv(x, t, k, stride, padding, ho, wo)
+	if dense(x, w, k, stride, padding, groups) {
+		return denseConv(x, constValue(w), k, stride, padding, ho, wo)
 	}
 	cg := c / groups
 	if len(rows) != k || len(cols) != k {
@@ -167,6 +167,17 @@ func conv2D(x, w *Node, k, stride, padding, groups int, product func(p, w *Node)
 // read from memory on every pass (resnet18's layer4 on the 2×2 maps of a
 // 64×64 input would need 16 MiB a conv).
 const maxDenseConv = 1 << 20
+
+// dense tells whether conv2D takes the conv of x by w as one dense product
+// (denseConv): w is a constant, the map has fewer pixels than live taps and
+// the dense matrix fits maxDenseConv.
+func dense(x, w *Node, k, stride, padding, groups int) bool {
+	xd := x.Shape().Dimensions
+	h, wi, c, o := xd[1], xd[2], xd[3], w.Shape().Dimensions[1]
+	ho, wo := (h+2*padding-k)/stride+1, (wi+2*padding-k)/stride+1
+	taps := len(liveTaps(k, h, ho, stride, padding)) * len(liveTaps(k, wi, wo, stride, padding))
+	return IsConst(w) && groups == 1 && k > 1 && h*wi <= taps && h*wi*c*ho*wo*o <= maxDenseConv
+}
 
 // denseConv computes the conv of x [N,H,W,C] by the constant weight t
 // [k·k·C, O] as one product with a [H·W·C, Ho·Wo·O] matrix, for maps with

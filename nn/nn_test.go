@@ -252,21 +252,28 @@ func TestConv2DShiftIsTheOpsApart(t *testing.T) {
 		name                 string
 		h, k, s, p, ci, o, g int
 		relu                 bool
+		baked                bool // w a constant, as a frozen base conv's
 	}{
-		{"1x1 with ReLU", 7, 1, 1, 0, 32, 48, 1, true},
-		{"1x1 shift only (before a residual sum)", 7, 1, 1, 0, 32, 48, 1, false},
-		{"1x1 s2 (downsample)", 8, 1, 2, 0, 16, 32, 1, false},
-		{"3x3 s1 p1 with ReLU", 6, 3, 1, 1, 16, 24, 1, true},
-		{"3x3 s1 p1 on 1x1 (centre tap only)", 1, 3, 1, 1, 16, 24, 1, true},
-		{"7x7 s2 p3 stem", 14, 7, 2, 3, 3, 16, 1, true},
-		{"2 groups: ops apart", 5, 3, 1, 1, 8, 8, 2, true},
+		{"1x1 with ReLU", 7, 1, 1, 0, 32, 48, 1, true, false},
+		{"1x1 shift only (before a residual sum)", 7, 1, 1, 0, 32, 48, 1, false, false},
+		{"1x1 s2 (downsample)", 8, 1, 2, 0, 16, 32, 1, false, false},
+		{"3x3 s1 p1 with ReLU", 6, 3, 1, 1, 16, 24, 1, true, false},
+		{"3x3 s1 p1 on 1x1 (centre tap only)", 1, 3, 1, 1, 16, 24, 1, true, false},
+		{"7x7 s2 p3 stem", 14, 7, 2, 3, 3, 16, 1, true, false},
+		{"2 groups: ops apart", 5, 3, 1, 1, 8, 8, 2, true, false},
+		{"3x3 s1 p1 on 2x2, baked: one dense product", 2, 3, 1, 1, 16, 24, 1, true, true},
+		{"3x3 s1 p1, baked", 6, 3, 1, 1, 16, 24, 1, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			x := randTensor(rng, 2, tc.h, tc.h, tc.ci)
-			w := randTensor(rng, tc.k*tc.k*tc.ci/tc.g, tc.o)
+			wt := randTensor(rng, tc.k*tc.k*tc.ci/tc.g, tc.o)
 			shift := randTensor(rng, tc.o)
 			run := func(fused bool) []float32 {
 				exec := MustNewExec(b, func(x, w, shift *Node) *Node {
+					if tc.baked {
+						w = ConstTensor(x.Graph(), wt)
+						SetConst(w, wt)
+					}
 					if fused {
 						return Conv2DShift(x, w, shift, tc.k, tc.s, tc.p, tc.g, tc.relu)
 					}
@@ -276,7 +283,7 @@ func TestConv2DShiftIsTheOpsApart(t *testing.T) {
 					}
 					return y
 				})
-				return tensors.MustCopyFlatData[float32](exec.MustExec(x, w, shift)[0])
+				return tensors.MustCopyFlatData[float32](exec.MustExec(x, wt, shift)[0])
 			}
 			want, got := run(false), run(true)
 			negatives := 0
