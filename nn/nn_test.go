@@ -176,20 +176,33 @@ func assertNear(t *testing.T, what string, got, want *tensors.Tensor) {
 }
 
 func TestLayoutRoundTrip(t *testing.T) {
-	src := make([]float32, 4*3*2*5)
-	for i := range src {
-		src[i] = float32(i)
-	}
-	got := ConvWeightToTorch(ConvWeightFromTorch(src, 4, 3, 2, 5), 4, 3, 2, 5)
-	for i := range src {
-		if got[i] != src[i] {
-			t.Fatalf("conv layout round trip differs at %d", i)
+	// Shapes of more than one 32×32 tile with ragged edges, a 1×1 conv and
+	// a stem-like one.
+	for _, d := range [][4]int{{4, 3, 2, 5}, {37, 5, 3, 3}, {70, 33, 1, 1}, {64, 3, 7, 7}} {
+		o, c, kh, kw := d[0], d[1], d[2], d[3]
+		src := make([]float32, o*c*kh*kw)
+		for i := range src {
+			src[i] = float32(i)
 		}
-	}
-	// [O,C,KH,KW] element (o=1,c=2,i=0,j=3) lands at [i,j,c,o].
-	moved := ConvWeightFromTorch(src, 4, 3, 2, 5)
-	if want, at := src[((1*3+2)*2+0)*5+3], ((0*5+3)*3+2)*4+1; moved[at] != want {
-		t.Fatalf("conv layout: got %g at [0,3,2,1], want %g", moved[at], want)
+		moved := ConvWeightFromTorch(src, o, c, kh, kw)
+		// [O,C,KH,KW] element (oi,ci,i,j) lands at [i,j,ci,oi].
+		for oi := range o {
+			for ci := range c {
+				for i := range kh {
+					for j := range kw {
+						if got, want := moved[((i*kw+j)*c+ci)*o+oi], src[((oi*c+ci)*kh+i)*kw+j]; got != want {
+							t.Fatalf("%v: [%d,%d,%d,%d] holds %g, want %g", d, i, j, ci, oi, got, want)
+						}
+					}
+				}
+			}
+		}
+		back := ConvWeightToTorch(moved, o, c, kh, kw)
+		for i := range src {
+			if back[i] != src[i] {
+				t.Fatalf("%v: conv layout round trip differs at %d", d, i)
+			}
+		}
 	}
 }
 
