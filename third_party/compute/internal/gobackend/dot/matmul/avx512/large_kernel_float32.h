@@ -17,11 +17,6 @@
 // epilogue pointer when storing. The rest are the includer's, who also
 // defines COLS_CMP (compares BX with the columns to compute).
 
-// RHS_PREFETCH is how far ahead of the RHS strip being read the k-loop prefetches,
-// in bytes (16 k-steps): far enough to hide a cache miss where the hardware
-// prefetcher stops at a page boundary, and it runs on into the next strip.
-#define RHS_PREFETCH 2048
-
 // EPILOGUE_ADD_ROWS adds the 8×32 tile at p (row stride R11 bytes) to the
 // accumulators Z0..Z15, advancing p by 7 rows.
 #define EPILOGUE_ADD_ROWS(p) \
@@ -163,8 +158,6 @@ k_pair_loop:
 
 	LHS_NEXT
 	ADDQ $128, DI
-	PREFETCHT0 RHS_PREFETCH(DI)
-	PREFETCHT0 (RHS_PREFETCH+64)(DI)
 	PREFETCHT1 (R14)
 
 	// Step B: FMAs using Buffer B (Z26, Z27) while loading next Buffer A (Z16, Z17, Z18..Z25)
@@ -204,8 +197,6 @@ k_pair_loop:
 
 	LHS_NEXT
 	ADDQ $128, DI
-	PREFETCHT0 RHS_PREFETCH(DI)
-	PREFETCHT0 (RHS_PREFETCH+64)(DI)
 	ADDQ $64, R14
 
 	DECQ CX
