@@ -6,10 +6,9 @@ import (
 	"testing"
 )
 
-// TestRandomStateDict: a seed gives the same tensors however the cores
-// interleave (each tensor has its own stream), another seed others, and
-// the values follow torchvision's init: kaiming-normal fan_out convs,
-// nn.Linear's U(±1/√in) fc, unit batch norm weights.
+// TestRandomStateDict: a seed gives the same tensors every time, another
+// seed others, and the values follow torchvision's init: kaiming-normal
+// fan_out convs, nn.Linear's U(±1/√in) fc, unit batch norm weights.
 func TestRandomStateDict(t *testing.T) {
 	cfg, err := ConfigFor("resnet18")
 	if err != nil {
