@@ -83,7 +83,8 @@ func Conv2D(x, w *Node, k, stride, padding, groups int) *Node {
 // passes and a buffer for each. The same
 // float32 operations in the same order as the three ops apart. For
 // inference: differentiated, the fused op's gradient would also compute the
-// frozen weight's.
+// frozen weight's. A conv taken as one dense product (denseConv) keeps the
+// ops apart: its output columns are pixels × channels, not the shift's.
 func Conv2DShift(x, w, shift *Node, k, stride, padding, groups int, relu bool) *Node {
 	if groups > 1 || !fusedDense(x.Graph()) || dense(x, w, k, stride, padding, groups) {
 		y := Add(Conv2D(x, w, k, stride, padding, groups), ExpandLeftToRank(shift, 4))
@@ -185,8 +186,9 @@ func dense(x, w *Node, k, stride, padding, groups int) bool {
 // padded 3×3 conv reads 4 real pixels for each output pixel but im2col
 // multiplies all 9 taps, 5 of them by padding; the dense matrix holds each
 // tap once per (input, output) pixel pair it connects, zeros elsewhere:
-// 4/9 of the multiplies, and no padding or patches to copy. The sum for
-// each output runs over the same nonzero terms in the same order.
+// 4/9 of the multiplies, and no padding or patches to copy. Each output
+// sums the same nonzero terms; the kernel groups them in other panels than
+// im2col's longer rows, so last bits can differ.
 func denseConv(x *Node, t *tensors.Tensor, k, stride, padding, ho, wo int) *Node {
 	d := x.Shape().Dimensions
 	n, h, wi, c := d[0], d[1], d[2], d[3]
