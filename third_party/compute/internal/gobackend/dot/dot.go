@@ -243,8 +243,11 @@ func DotGeneral(f *gobackend.Function,
 	// Patch (lorafit): when the operands must be transposed for the kernels,
 	// multiplying them the other way round and transposing the product can
 	// move fewer values: the weight gradient hᵀ·dY of a narrow layer (LoRA's
-	// B, h [M, r]) arrives as dYᵀ·h, which would copy all of dY [M, O].
-	if SwapOperands(lhs.Shape, lhsContractingAxes, lhsBatchAxes, rhs.Shape, rhsContractingAxes, rhsBatchAxes) {
+	// B, h [M, r]) arrives as dYᵀ·h, which would copy all of dY [M, O]. And
+	// a large weight that is not a constant is better read in place as the
+	// lhs than packed as the rhs on every call.
+	if SwapOperands(lhs.Shape, lhsContractingAxes, lhsBatchAxes, rhs.Shape, rhsContractingAxes, rhsBatchAxes) ||
+		ReadWeightInPlace(lhs.Shape, lhsContractingAxes, lhsBatchAxes, rhs.Shape, rhsContractingAxes, rhsBatchAxes, rhs.IsConstant()) {
 		swapped, err := DotGeneral(f, rhs, rhsContractingAxes, rhsBatchAxes, lhs, lhsContractingAxes, lhsBatchAxes, config)
 		if err != nil {
 			return nil, err
@@ -414,6 +417,28 @@ func SwapOperands(lhs shapes.Shape, lhsContractingAxes, lhsBatchAxes []int, rhs 
 	}
 	swapped := transposedValues(rhs, rhsContractingAxes, rhsBatchAxes, lhs, lhsContractingAxes, lhsBatchAxes) + product
 	return swapped < transposedValues(lhs, lhsContractingAxes, lhsBatchAxes, rhs, rhsContractingAxes, rhsBatchAxes)
+}
+
+// ReadWeightInPlace tells whether x·wᵀ, for a few rows x [M, K] (M 32 or
+// 64) and a w [N, K] at least 4× larger that is not a constant, is better
+// computed as (w·xᵀ)ᵀ. The kernels pack a product's rhs on every call
+// unless it is a constant, but read a plain lhs of whole tiles where it lies:
+// a trainable fc's forward pass packed its 8 MiB weight for 32 rows of work
+// in each part of every step. The same products summed in the same order.
+func ReadWeightInPlace(lhs shapes.Shape, lhsContractingAxes, lhsBatchAxes []int, rhs shapes.Shape, rhsContractingAxes, rhsBatchAxes []int, rhsConstant bool) bool {
+	if rhsConstant || lhs.DType != dtypes.Float32 || len(lhsBatchAxes) > 0 || lhs.IsDynamic() || rhs.IsDynamic() ||
+		LayoutForDotGeneral(lhs, lhsContractingAxes, lhsBatchAxes, rhs, rhsContractingAxes, rhsBatchAxes) != LayoutTransposed {
+		return false
+	}
+	k := 1
+	for _, axis := range lhsContractingAxes {
+		k *= lhs.Dimensions[axis]
+	}
+	if k == 0 {
+		return false
+	}
+	m, n := lhs.Size()/k, rhs.Size()/k
+	return (m == 32 || m == 64) && n%8 == 0 && n >= 4*m
 }
 
 // transposedValues counts the values reshapeToSupportedLayout copies to

@@ -227,3 +227,61 @@ func TestDotGeneralSwappedOperands(t *testing.T) {
 		t.Error("SwapOperands swaps xᵀ·y where transposing the product copies more than x")
 	}
 }
+
+// TestDotGeneralWeightReadInPlace checks x·wᵀ for 32 rows x and a larger w
+// that is not a constant (a trainable fc's forward pass), taken as (w·xᵀ)ᵀ
+// so the kernels read w in place (dot.ReadWeightInPlace), against sums
+// written out; and that constants, wide x, small w and the swapped product
+// itself are left as they are.
+func TestDotGeneralWeightReadInPlace(t *testing.T) {
+	const m, k, n = 32, 100, 256
+	x, w := make([][]float32, m), make([][]float32, n)
+	for i := range m {
+		x[i] = make([]float32, k)
+		for j := range k {
+			x[i][j] = float32((i*7+j*3)%11) - 5
+		}
+	}
+	for i := range n {
+		w[i] = make([]float32, k)
+		for j := range k {
+			w[i][j] = float32((i*5+j)%13) - 6
+		}
+	}
+	xs, ws := shapes.Make(dtypes.Float32, m, k), shapes.Make(dtypes.Float32, n, k)
+	if !dot.ReadWeightInPlace(xs, []int{1}, nil, ws, []int{1}, nil, false) {
+		t.Fatal("ReadWeightInPlace is false for 32 rows and a 256-row weight")
+	}
+	for _, c := range []struct {
+		what     string
+		xs, ws   shapes.Shape
+		constant bool
+	}{
+		{"a constant weight (packed once)", xs, ws, true},
+		{"48 rows (not whole strips of the swapped rhs)", shapes.Make(dtypes.Float32, 48, k), ws, false},
+		{"a weight under 4× the rows", xs, shapes.Make(dtypes.Float32, 120, k), false},
+		{"the swapped product w·xᵀ", ws, xs, false},
+	} {
+		if dot.ReadWeightInPlace(c.xs, []int{1}, nil, c.ws, []int{1}, nil, c.constant) {
+			t.Errorf("ReadWeightInPlace is true for %s", c.what)
+		}
+	}
+	got, err := testutil.Exec1(backend, []any{x, w}, func(f compute.Function, params []compute.Value) (compute.Value, error) {
+		return f.DotGeneral(params[0], []int{1}, nil, params[1], []int{1}, nil, compute.DotGeneralConfig{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := got.([][]float32)
+	for a := range m {
+		for b := range n {
+			var want float32
+			for i := range k {
+				want += x[a][i] * w[b][i]
+			}
+			if out[a][b] != want {
+				t.Fatalf("out[%d][%d] = %g, want %g", a, b, out[a][b], want)
+			}
+		}
+	}
+}
