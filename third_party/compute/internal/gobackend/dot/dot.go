@@ -27,6 +27,7 @@ import (
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/internal/gobackend"
+	"github.com/gomlx/compute/internal/gobackend/ops"
 	"github.com/gomlx/compute/shapeinference"
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/compute/support/xslices"
@@ -445,10 +446,10 @@ func ReadWeightInPlace(lhs shapes.Shape, lhsContractingAxes, lhsBatchAxes []int,
 // bring lhs and rhs, whose layout is incompatible, to a supported one.
 func transposedValues(lhs shapes.Shape, lhsContractingAxes, lhsBatchAxes []int, rhs shapes.Shape, rhsContractingAxes, rhsBatchAxes []int) int {
 	n := 0
-	if !isIdentity(sidePermutation(lhs.Rank(), lhsContractingAxes, lhsBatchAxes, LayoutTransposed)) {
+	if !ops.IsIdentityPermutation(sidePermutation(lhs.Rank(), lhsContractingAxes, lhsBatchAxes, LayoutTransposed)) {
 		n += lhs.Size()
 	}
-	if !rhsInOrder(rhsContractingAxes, rhsBatchAxes) && !isIdentity(sidePermutation(rhs.Rank(), rhsContractingAxes, rhsBatchAxes, LayoutTransposed)) {
+	if !rhsInOrder(rhsContractingAxes, rhsBatchAxes) && !ops.IsIdentityPermutation(sidePermutation(rhs.Rank(), rhsContractingAxes, rhsBatchAxes, LayoutTransposed)) {
 		n += rhs.Size()
 	}
 	return n

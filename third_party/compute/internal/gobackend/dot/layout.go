@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/gomlx/compute/internal/gobackend"
+	"github.com/gomlx/compute/internal/gobackend/ops"
 	"github.com/gomlx/compute/shapes"
 	"github.com/pkg/errors"
 )
@@ -132,30 +133,14 @@ func getAxisInfo(axis int, batchAxes, contractingAxes []int) axisInfo {
 
 // transposeSide is a helper to transpose one side to a specific ordering of (batch, cross, contracting).
 func transposeSide(f *gobackend.Function, node *gobackend.Node, contractingAxes, batchAxes []int, layout Layout) (*gobackend.Node, []int, []int, error) {
-	rank := node.Shape.Rank()
-	isContracting := make([]bool, rank)
-	for _, axis := range contractingAxes {
-		isContracting[axis] = true
-	}
-	isBatch := make([]bool, rank)
-	for _, axis := range batchAxes {
-		isBatch[axis] = true
-	}
-
-	crossAxes := make([]int, 0, rank)
-	for axis := 0; axis < rank; axis++ {
-		if !isContracting[axis] && !isBatch[axis] {
-			crossAxes = append(crossAxes, axis)
-		}
-	}
-
 	if layout != LayoutTransposed && layout != LayoutNonTransposed {
 		return nil, nil, nil, errors.Errorf("unsupported layout %v in transposeSide", layout)
 	}
+	rank := node.Shape.Rank()
 	perm := sidePermutation(rank, contractingAxes, batchAxes, layout)
 
 	newNode := node
-	if !isIdentity(perm) {
+	if !ops.IsIdentityPermutation(perm) {
 		transposed, err := f.Transpose(node, perm...)
 		if err != nil {
 			return nil, nil, nil, err
@@ -169,17 +154,13 @@ func transposeSide(f *gobackend.Function, node *gobackend.Node, contractingAxes,
 		newBatchAxes[i] = i
 	}
 
-	newContractingAxes := make([]int, len(contractingAxes))
+	start := len(batchAxes) // [batch, contracting, cross], or [batch, cross, contracting]:
 	if layout == LayoutTransposed {
-		start := len(batchAxes) + len(crossAxes)
-		for i := range contractingAxes {
-			newContractingAxes[i] = start + i
-		}
-	} else {
-		start := len(batchAxes)
-		for i := range contractingAxes {
-			newContractingAxes[i] = start + i
-		}
+		start = rank - len(contractingAxes)
+	}
+	newContractingAxes := make([]int, len(contractingAxes))
+	for i := range contractingAxes {
+		newContractingAxes[i] = start + i
 	}
 
 	return newNode, newContractingAxes, newBatchAxes, nil
@@ -199,16 +180,6 @@ func sidePermutation(rank int, contractingAxes, batchAxes []int, layout Layout) 
 		return append(append(perm, cross...), contractingAxes...)
 	}
 	return append(append(perm, contractingAxes...), cross...)
-}
-
-// isIdentity tells whether perm leaves every axis where it is.
-func isIdentity(perm []int) bool {
-	for i, p := range perm {
-		if p != i {
-			return false
-		}
-	}
-	return true
 }
 
 // TransposeToLayout transposes the axes of lhs and rhs so that their semantic groups

@@ -36,7 +36,7 @@ func Transpose(f *gobackend.Function, operandValue compute.Value, permutations .
 		// This should have been validated during graph build, but we check again just in case.
 		return nil, err
 	}
-	if isIdentityPermutation(permutations) {
+	if IsIdentityPermutation(permutations) {
 		// Nothing moves: the operand is the result, without the copy an
 		// executed identity transpose makes (every DotGeneral gradient in
 		// GoMLX ends with one).
@@ -89,7 +89,7 @@ func execTranspose(backend *gobackend.Backend, node *gobackend.Node, inputs []*g
 	return output, nil
 }
 
-func isIdentityPermutation(permutations []int) bool {
+func IsIdentityPermutation(permutations []int) bool {
 	for i, p := range permutations {
 		if p != i {
 			return false
@@ -106,7 +106,7 @@ func dispatchFastTranspose(backend *gobackend.Backend, operand, output *gobacken
 	}
 
 	// Case 0: Identity permutation
-	if isIdentityPermutation(permutations) {
+	if IsIdentityPermutation(permutations) {
 		return dispatchIdentity(operand, output)
 	}
 
