@@ -132,8 +132,7 @@ func conv2D(x, w *Node, k, stride, padding, groups int, product func(p, w *Node)
 	}
 	n, h, wi, c := xd[0], xd[1], xd[2], xd[3]
 	o := wd[1]
-	ho := (h+2*padding-k)/stride + 1
-	wo := (wi+2*padding-k)/stride + 1
+	ho, wo := outSize(h, k, stride, padding), outSize(wi, k, stride, padding)
 	if ho <= 0 || wo <= 0 {
 		panic(fmt.Errorf("nn.Conv2D: input %dx%d is too small for a %dx%d kernel with stride %d and padding %d", h, wi, k, k, stride, padding))
 	}
@@ -175,7 +174,7 @@ const maxDenseConv = 1 << 20
 func dense(x, w *Node, k, stride, padding, groups int) bool {
 	xd := x.Shape().Dimensions
 	h, wi, c, o := xd[1], xd[2], xd[3], w.Shape().Dimensions[1]
-	ho, wo := (h+2*padding-k)/stride+1, (wi+2*padding-k)/stride+1
+	ho, wo := outSize(h, k, stride, padding), outSize(wi, k, stride, padding)
 	taps := len(liveTaps(k, h, ho, stride, padding)) * len(liveTaps(k, wi, wo, stride, padding))
 	return IsConst(w) && groups == 1 && k > 1 && h*wi <= taps && h*wi*c*ho*wo*o <= maxDenseConv
 }
@@ -345,6 +344,10 @@ func padHW(x *Node, padding int, fill *Node) *Node {
 	return Pad(x, fill, compute.PadAxis{}, p, p, compute.PadAxis{})
 }
 
+// outSize is a conv's or a pooling's output size along an axis of in
+// values, as torch computes it.
+func outSize(in, k, stride, padding int) int { return (in+2*padding-k)/stride + 1 }
+
 // liveTaps lists the kernel offsets (along one axis) that read at least one
 // real, non-padding input position.
 func liveTaps(k, in, out, stride, padding int) []int {
@@ -417,8 +420,7 @@ func ReLUDifferentiable(x *Node) *Node {
 func MaxPool2D(x *Node, k, stride, padding int) *Node {
 	d := x.Shape().Dimensions
 	n, c := d[0], d[3]
-	ho := (d[1]+2*padding-k)/stride + 1
-	wo := (d[2]+2*padding-k)/stride + 1
+	ho, wo := outSize(d[1], k, stride, padding), outSize(d[2], k, stride, padding)
 	x = padHW(x, padding, Infinity(x.Graph(), x.DType(), -1))
 	taps := make([]int, k)
 	for i := range taps {
